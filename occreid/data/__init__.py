@@ -1,0 +1,1 @@
+"""Datasets: records, parsers, the dataset registry, preparation (download, checks, conversion), synthocc."""
