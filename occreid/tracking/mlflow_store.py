@@ -1,0 +1,222 @@
+"""Where MLflow runs are stored, and how many processes write one SQLite store without losing records.
+
+Why this exists: the DAG runs train and evaluate jobs in parallel (``dvc repro`` with several jobs, or one
+SLURM job per experiment), and all of them log into the same ``sqlite:///mlflow.db``. Plain MLflow on SQLite
+then fails in three ways: two processes race to create the schema of a fresh database, writers hit
+"database is locked" when the lock is held longer than SQLite's busy timeout, and artifacts land in
+``./mlruns`` of whatever folder a job happened to start in. This module fixes each:
+
+- the store is opened (schema created or upgraded, default experiment written) and experiments are created
+  while holding an exclusive ``fcntl.flock`` on ``<db>.lock`` beside the database, so exactly one process
+  initialises it;
+- every write goes through :func:`retry_locked`, which retries "database is locked" with jittered
+  exponential backoff on top of MLflow's own 20 s busy timeout (writes are transactions: a locked write
+  left nothing behind, so retrying it cannot duplicate a record);
+- an experiment created here gets an explicit artifact location ``<folder of the db>/mlartifacts/<name>``,
+  inside the project whatever the working directory.
+
+Relative SQLite paths are resolved against the project root (not the working directory) for the same reason.
+For many nodes of a cluster, a tracking server (``http://...``) is the better store: SQLite over NFS is slow
+and its locks are only as good as the file system's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+
+from occreid.errors import OccreidError
+
+if TYPE_CHECKING:  # mlflow takes seconds to import: only when a run is really tracked
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ENV_URI = "MLFLOW_TRACKING_URI"
+ENV_ENABLED = "OCCREID_TRACKING"
+ENV_PROJECT_ROOT = "OCCREID_PROJECT_ROOT"
+PROJECT_MARKERS = ("dvc.yaml", "params.yaml", "Snakefile")
+DB_NAME = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+
+_FALSE = {"0", "false", "no", "off"}
+_TRUE = {"1", "true", "yes", "on"}
+_LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The project folder: ``$OCCREID_PROJECT_ROOT``, else the nearest folder upwards holding ``dvc.yaml``,
+    ``params.yaml`` or ``Snakefile``, else the working directory.
+
+    Searching upwards lets a job started in a sub-folder still find the project's store.
+    """
+    env = os.environ.get(ENV_PROJECT_ROOT)
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / m).exists() for m in PROJECT_MARKERS):
+            return folder
+    return here
+
+
+def tracking_enabled(params_enabled: bool = True) -> bool:
+    """Whether runs are logged: ``$OCCREID_TRACKING`` (0/1, false/true, off/on) wins over params.
+
+    Quick tests and debugging runs set ``OCCREID_TRACKING=0`` to skip MLflow (and its import) entirely.
+    """
+    value = os.environ.get(ENV_ENABLED, "").strip().lower()
+    if not value:
+        return params_enabled
+    if value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise OccreidError(
+        f"environment variable {ENV_ENABLED}={value!r} is not a switch",
+        fix=f"set {ENV_ENABLED}=0 to disable tracking or {ENV_ENABLED}=1 to enable it",
+    )
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (query string dropped), or None for other stores."""
+    if not uri.startswith("sqlite:"):
+        return None
+    if not uri.startswith("sqlite:///"):
+        raise OccreidError(
+            f"tracking URI {uri!r} names no database file",
+            fix="use sqlite:///mlflow.db (relative to the project) or sqlite:////absolute/path/mlflow.db",
+        )
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise OccreidError(f"tracking URI {uri!r}: an in-memory database loses every run",
+                           fix="use a file, e.g. sqlite:///mlflow.db")
+    return Path(path)
+
+
+def normalize_uri(uri: str, root: str | Path | None = None) -> str:
+    """Make a relative SQLite path absolute against the project root; other URIs are returned unchanged."""
+    path = sqlite_path(uri)
+    if path is None or path.is_absolute():
+        return uri
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    absolute = (Path(root) if root is not None else project_root()) / path
+    return f"sqlite:///{absolute.resolve()}" + (f"?{query}" if query else "")
+
+
+def tracking_uri(params_uri: str | None = None) -> str:
+    """The store to log to: ``$MLFLOW_TRACKING_URI`` wins, then params ``tracking.uri``, then
+    ``sqlite:///<project root>/mlflow.db``. Relative SQLite paths are made absolute (see module doc)."""
+    uri = os.environ.get(ENV_URI) or params_uri or f"sqlite:///{DB_NAME}"
+    return normalize_uri(uri.strip())
+
+
+def artifact_location(uri: str, experiment_name: str) -> str | None:
+    """Artifact folder URI for a new experiment of a SQLite store: ``<db folder>/mlartifacts/<name>``.
+
+    None for other stores (a tracking server chooses its own artifact store).
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_name).strip("._") or "experiment"
+    return (path.resolve().parent / ARTIFACT_DIR / safe).as_uri()
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<db>.lock`` (SQLite stores only; a no-op elsewhere)."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it wraps) is SQLite's transient "database is locked"."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        if any(s in text for s in _LOCKED):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retry_locked(
+    fn: Callable[..., T],
+    *args: Any,
+    attempts: int = 12,
+    base_delay: float = 0.05,
+    max_delay: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+    **kwargs: Any,
+) -> T:
+    """Call ``fn(*args, **kwargs)``, retrying "database is locked" with jittered exponential backoff.
+
+    Jitter (a factor in [0.5, 1.5)) keeps processes that collided from colliding again in lock-step. Any
+    other error, or the last locked error after ``attempts`` tries, propagates.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_locked_error(exc):
+                raise
+            delay = min(max_delay, base_delay * 2**attempt) * (0.5 + rng())
+            log.debug("tracking store locked (attempt %d/%d), retrying in %.2f s", attempt + 1, attempts, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def open_experiment(uri: str, experiment_name: str) -> tuple["MlflowClient", str]:
+    """A client for ``uri`` and the id of ``experiment_name`` (created when missing).
+
+    The store is opened and the experiment created under :func:`store_lock`, so concurrent first runs
+    neither race on the schema nor create the experiment twice. A tracking server may still report that
+    another client created the experiment first; then its id is read back.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(uri):
+        client = retry_locked(MlflowClient, tracking_uri=uri)
+        experiment = retry_locked(client.get_experiment_by_name, experiment_name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                raise OccreidError(
+                    f"MLflow experiment '{experiment_name}' is deleted in {uri}",
+                    fix=f"restore it (mlflow experiments restore --experiment-id {experiment.experiment_id}) "
+                    "or choose another experiment name",
+                )
+            return client, experiment.experiment_id
+        try:
+            experiment_id = retry_locked(
+                client.create_experiment, experiment_name,
+                artifact_location=artifact_location(uri, experiment_name),
+            )
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
+                raise
+            experiment_id = retry_locked(client.get_experiment_by_name, experiment_name).experiment_id
+        log.info("created MLflow experiment '%s' in %s", experiment_name, uri)
+        return client, experiment_id

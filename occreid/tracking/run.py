@@ -1,0 +1,215 @@
+"""One tracked run: ``with start_run(...) as run: run.log_metrics(...)``.
+
+Why a wrapper instead of ``mlflow.start_run``: the fluent API keeps a global active run and writes one row
+per call, while a stage needs an explicit run object, every write retried on a locked SQLite store, metric
+dicts written as one batch, nested configs flattened and over-long values cut, and a switch that turns the
+whole thing into no-ops for quick tests (``OCCREID_TRACKING=0``) without importing MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import numbers
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from occreid.errors import OccreidError
+from occreid.io import write_json
+from occreid.tracking.mlflow_store import open_experiment, project_root, retry_locked, tracking_enabled, tracking_uri
+from occreid.tracking.tags import flatten, standard_tags, stringify, to_plain, truncate
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+FALLBACK_PARAM_LIMIT = 500  # MLflow < 2.? refused values longer than this; newer versions allow 6000
+CONFIG_ARTIFACT = "config.json"
+
+
+@dataclass
+class TrackingConfig:
+    """The ``tracking`` params section: ``uri`` (None → see :func:`tracking_uri`) and an on/off switch."""
+
+    uri: str | None = None
+    enabled: bool = True
+
+
+def as_float(value: Any) -> float | None:
+    """A metric value as float: numbers, bools, numpy scalars and one-element tensors; None otherwise."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "size", 1) in (1, (), None):
+        try:
+            out = item()
+        except (ValueError, RuntimeError):
+            return None
+        return float(out) if isinstance(out, numbers.Real) else None
+    return None
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class RunLogger:
+    """Writes to one MLflow run. Every write is retried on "database is locked" and batched."""
+
+    enabled = True
+
+    def __init__(self, client: "MlflowClient", run_id: str, experiment_id: str):
+        from mlflow.utils import validation
+
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.param_limit = int(getattr(validation, "MAX_PARAM_VAL_LENGTH", FALLBACK_PARAM_LIMIT))
+        self.tag_limit = int(getattr(validation, "MAX_TAG_VAL_LENGTH", 5000))
+        self._batch = int(getattr(validation, "MAX_METRICS_PER_BATCH", 1000))
+        self._batch_params = int(getattr(validation, "MAX_PARAMS_TAGS_PER_BATCH", 100))
+        self._params: dict[str, str] = {}
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log a (nested) mapping flattened with dots; values stringified and cut to MLflow's limit.
+
+        Re-logging a key with the same value is skipped; a different value is an error (MLflow params are
+        immutable — log it as a metric or a tag instead).
+        """
+        from mlflow.entities import Param
+
+        new: dict[str, str] = {}
+        for key, value in flatten(params).items():
+            text = truncate(stringify(value), self.param_limit)
+            old = self._params.get(key, new.get(key))
+            if old is not None and old != text:
+                raise ValueError(f"param '{key}' already logged as {old!r}, cannot change it to {text!r}")
+            if old is None:
+                new[key] = text
+        for chunk in _chunks([Param(k, v) for k, v in new.items()], self._batch_params):
+            retry_locked(self.client.log_batch, self.run_id, params=chunk)
+        self._params.update(new)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log numeric values at ``step`` (default 0) in one batch; a non-numeric value is a TypeError."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        rows = []
+        for key, value in flatten(metrics).items():
+            number = as_float(value)
+            if number is None:
+                raise TypeError(f"metric '{key}' = {value!r} is not a number")
+            rows.append(Metric(key, number, stamp, int(step or 0)))
+        for chunk in _chunks(rows, self._batch):
+            retry_locked(self.client.log_batch, self.run_id, metrics=chunk)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (values stringified and cut to MLflow's limit); later values replace earlier ones."""
+        from mlflow.entities import RunTag
+
+        rows = [RunTag(str(k), truncate(stringify(v), self.tag_limit)) for k, v in tags.items()]
+        for chunk in _chunks(rows, self._batch_params):
+            retry_locked(self.client.log_batch, self.run_id, tags=chunk)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a file or a folder into the run's artifacts (under ``artifact_path`` when given)."""
+        path = Path(path)
+        if not path.exists():
+            raise OccreidError("artifact to log does not exist", path=path,
+                               fix="log it after the stage has written it")
+        fn = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
+        retry_locked(fn, self.run_id, str(path), artifact_path)
+
+    def log_dict(self, obj: Any, name: str, artifact_path: str | None = None) -> None:
+        """Write ``obj`` as JSON named ``name`` and log it as an artifact."""
+        with tempfile.TemporaryDirectory(prefix="occreid-artifact-") as tmp:
+            target = Path(tmp) / name
+            write_json(target, json.loads(json.dumps(to_plain(obj), default=str)))
+            self.log_artifact(target, artifact_path)
+
+
+class NullRunLogger(RunLogger):
+    """The logger when tracking is off: same interface, records nothing, never imports MLflow."""
+
+    enabled = False
+
+    def __init__(self) -> None:
+        self.client = None  # type: ignore[assignment]
+        self.run_id = None  # type: ignore[assignment]
+        self.experiment_id = None  # type: ignore[assignment]
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        flatten(params)  # still reject what a real run would reject
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        for key, value in flatten(metrics).items():
+            if as_float(value) is None:
+                raise TypeError(f"metric '{key}' = {value!r} is not a number")
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        return None
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def log_dict(self, obj: Any, name: str, artifact_path: str | None = None) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def start_run(
+    experiment_name: str,
+    run_name: str,
+    tags: Mapping[str, Any] | None = None,
+    uri: str | None = None,
+    *,
+    config: Any = None,
+    stage: str | None = None,
+    dataset: str | None = None,
+    method: str | None = None,
+    enabled: bool | None = None,
+    repo: str | Path | None = None,
+) -> Iterator[RunLogger]:
+    """Open a run in MLflow experiment ``experiment_name`` and yield its :class:`RunLogger`.
+
+    ``uri`` is a resolved store URI (None → :func:`tracking_uri`). The run gets the standard tags (git
+    commit and dirty flag of ``repo`` — default the project root —, params hash of ``config``, ``stage``,
+    ``experiment`` = ``experiment_name``, ``dataset``, ``method``), then ``tags`` (which win). A given
+    ``config`` (mapping or dataclass) is also logged as flattened params and as ``config.json``.
+    The run ends FINISHED, or FAILED (KILLED on Ctrl-C) when the block raises; the error propagates.
+    ``enabled=False`` (default: :func:`tracking_enabled`) yields a :class:`NullRunLogger`.
+    """
+    if not (tracking_enabled() if enabled is None else enabled):
+        yield NullRunLogger()
+        return
+    from mlflow.entities import RunStatus
+
+    uri = tracking_uri() if uri is None else uri
+    run_tags = standard_tags(repo=repo or project_root(), config=config, stage=stage,
+                             experiment=experiment_name, dataset=dataset, method=method)
+    run_tags.update({str(k): stringify(v) for k, v in (tags or {}).items()})
+    client, experiment_id = open_experiment(uri, experiment_name)
+    run = retry_locked(client.create_run, experiment_id, run_name=run_name)
+    logger = RunLogger(client, run.info.run_id, experiment_id)
+    log.info("MLflow run '%s' (%s) in experiment '%s' at %s", run_name, logger.run_id, experiment_name, uri)
+    status = RunStatus.to_string(RunStatus.FAILED)
+    try:
+        logger.set_tags(run_tags)
+        if config is not None:
+            logger.log_params(config)
+            logger.log_dict(config, CONFIG_ARTIFACT)
+        yield logger
+        status = RunStatus.to_string(RunStatus.FINISHED)
+    except KeyboardInterrupt:
+        status = RunStatus.to_string(RunStatus.KILLED)
+        raise
+    finally:
+        retry_locked(client.set_terminated, logger.run_id, status)
