@@ -106,13 +106,27 @@ def from_dict(cls: type[T], data: dict | None, *, key: str = "", source: str | P
             where = f"{key}.{name}" if key else name
             raise OccreidError(f"unknown params key '{where}'", path=source, fix=did_you_mean(name, fields))
     kwargs = {}
-    for name in fields:
+    for name, f in fields.items():
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{key}.{name}" if key else name, str(source))
+            value = data[name]
+            default = _default_of(f)
+            if dataclasses.is_dataclass(default) and isinstance(value, dict):
+                # A partial nested section overrides the field's own default instance, not the nested
+                # class's defaults: `backbone: {stride: 12}` keeps the backbone name the outer default chose.
+                value = merge(dataclasses.asdict(default), value)
+            kwargs[name] = _convert(value, hints[name], f"{key}.{name}" if key else name, str(source))
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field without default
         raise OccreidError(f"section '{key}' is incomplete: {e}", path=source) from None
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
 
 
 def to_dict(obj: Any) -> Any:

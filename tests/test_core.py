@@ -107,3 +107,14 @@ def test_read_yaml_errors_name_the_file(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(OccreidError, match=f"{bad}: not valid YAML"):
         read_yaml(bad)
+
+
+@dataclass
+class WithCustomDefault:
+    inner: Inner = field(default_factory=lambda: Inner(lr=0.5, name="adam"))
+
+
+def test_partial_nested_section_keeps_the_outer_default():
+    cfg = from_dict(WithCustomDefault, {"inner": {"lr": 0.2}})
+    assert cfg.inner == Inner(lr=0.2, name="adam")
+    assert from_dict(WithCustomDefault, {}).inner == Inner(lr=0.5, name="adam")
