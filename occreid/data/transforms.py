@@ -1,0 +1,85 @@
+"""Image transforms for re-ID training and testing, built from a params dataclass.
+
+Training follows TransReID / DPM / CLIP-ReID: bicubic resize to the model's input size, horizontal flip,
+zero padding + random crop back to size, optional colour jitter (DPM enables it for Occluded-REID),
+conversion to a float tensor, normalisation with the mean/std from params, then timm's RandomErasing
+(which expects a normalised tensor; 'pixel' mode fills with N(0, 1) noise). Testing only resizes and
+normalises. The random draws come from the global ``torch`` and ``random`` generators, which the engine
+seeds and checkpoints, so an augmented epoch is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+from timm.data.random_erasing import RandomErasing
+from torchvision.transforms import v2
+
+from occreid.errors import OccreidError
+
+_INTERPOLATION = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR}
+
+
+@dataclass
+class TransformConfig:
+    """Input pipeline settings (params key ``train.transforms``); ``size`` is [height, width]."""
+
+    size: list[int] = field(default_factory=lambda: [256, 128])
+    flip_p: float = 0.5
+    pad: int = 10
+    random_erasing_p: float = 0.5
+    erasing_mode: Literal["pixel", "rand", "const"] = "pixel"
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    color_jitter: list[float] | None = None  # [brightness, contrast, saturation, hue], e.g. [0.3, 0.3, 0.2, 0.2]
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise OccreidError(f"transforms.size must be [height, width] > 0, got {self.size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise OccreidError(f"transforms.mean/std need 3 values with std > 0, got {self.mean} / {self.std}")
+        for name in ("flip_p", "random_erasing_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise OccreidError(f"transforms.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.pad < 0:
+            raise OccreidError(f"transforms.pad must be >= 0, got {self.pad}")
+        if self.color_jitter is not None and len(self.color_jitter) != 4:
+            raise OccreidError(f"transforms.color_jitter needs 4 values, got {self.color_jitter}")
+
+
+def _to_normalized_tensor(cfg: TransformConfig) -> list[Callable]:
+    # ToPureTensor: plain tensors from here on (timm's RandomErasing and collation need no tv_tensors wrapper)
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=cfg.mean, std=cfg.std),
+        v2.ToPureTensor(),
+    ]
+
+
+def build_train_transform(cfg: TransformConfig) -> Callable:
+    """PIL image -> augmented, normalised float tensor [3, H, W]."""
+    size = tuple(cfg.size)
+    ops: list[Callable] = [v2.Resize(size, interpolation=_INTERPOLATION[cfg.interpolation], antialias=True)]
+    if cfg.flip_p > 0:
+        ops.append(v2.RandomHorizontalFlip(p=cfg.flip_p))
+    if cfg.pad > 0:
+        ops += [v2.Pad(cfg.pad), v2.RandomCrop(size)]
+    if cfg.color_jitter is not None:
+        b, c, s, h = cfg.color_jitter
+        ops.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
+    ops += _to_normalized_tensor(cfg)
+    if cfg.random_erasing_p > 0:
+        ops.append(RandomErasing(probability=cfg.random_erasing_p, mode=cfg.erasing_mode, max_count=1, device="cpu"))
+    return v2.Compose(ops)
+
+
+def build_test_transform(cfg: TransformConfig) -> Callable:
+    """PIL image -> resized, normalised float tensor [3, H, W] (no randomness)."""
+    size = tuple(cfg.size)
+    return v2.Compose(
+        [v2.Resize(size, interpolation=_INTERPOLATION[cfg.interpolation], antialias=True), *_to_normalized_tensor(cfg)]
+    )
