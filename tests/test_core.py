@@ -10,7 +10,7 @@ import pytest
 from occreid.errors import OccreidError
 from occreid.io import atomic_path, write_json
 from occreid.registry import Registry
-from stages.params import from_dict, merge, read_yaml
+from occreid.config import from_dict, merge, read_yaml
 
 
 def test_atomic_file_replaced_only_on_success(tmp_path):

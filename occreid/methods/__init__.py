@@ -21,7 +21,7 @@ def method_config(name: str, cfg: Any = None) -> Any:
     if isinstance(cfg, cls):
         return cfg
     if isinstance(cfg, dict):
-        from stages.params import from_dict  # the one dict → dataclass converter (validates keys and types)
+        from occreid.config import from_dict  # the one dict → dataclass converter (validates keys and types)
 
         return from_dict(cls, cfg, key=f"method.{name}", source="<config>")
     raise OccreidError(f"config of method '{name}' must be a {cls.__name__} or a mapping, got {type(cfg).__name__}")
