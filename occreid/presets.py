@@ -1,0 +1,94 @@
+"""Paper presets: YAML files of params overrides, merged into params.yaml by one command.
+
+A preset (``workflow/presets/<name>.yaml``) is a mapping shaped like params.yaml that deep-merges into it —
+typically a new entry under ``experiments`` carrying the paper's settings as overrides, plus the dataset's
+``datasets`` entry. Applying it edits params.yaml itself (so DVC sees the change and ``dvc repro`` runs the
+new experiment) with a round-trip YAML library that keeps the user's comments and layout (ruamel.yaml,
+which DVC itself depends on). The merged result is validated before it is written, and written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Callable
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from .errors import OccreidError, did_you_mean
+from .io import write_text
+
+PRESETS_DIR = Path("workflow/presets")
+
+
+def list_presets(presets_dir: str | Path = PRESETS_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(presets_dir).glob("*.yaml"))
+
+
+def preset_path(name: str, presets_dir: str | Path = PRESETS_DIR) -> Path:
+    """A preset's file, from its name or its path; unknown names list the available presets."""
+    as_path = Path(name)
+    if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
+        return as_path
+    path = Path(presets_dir) / f"{name}.yaml"
+    if not path.is_file():
+        raise OccreidError(f"unknown preset '{name}'", path=presets_dir, fix=did_you_mean(name, list_presets(presets_dir)))
+    return path
+
+
+def _yaml() -> YAML:
+    y = YAML()  # round-trip mode: comments, key order and flow style survive
+    y.preserve_quotes = True
+    y.width = 120
+    return y
+
+
+def _load(path: Path) -> Any:
+    try:
+        return _yaml().load(path.read_text(encoding="utf-8"))
+    except Exception as e:  # ruamel raises several parser/scanner error types
+        raise OccreidError(f"not valid YAML: {e}", path=path, fix="correct the syntax at the line shown") from None
+
+
+def _merge_into(target: CommentedMap, overrides: Any, where: str) -> None:
+    """Deep-merge ``overrides`` into the round-trip mapping ``target`` in place (mappings merge, rest replaces)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_into(target[key], value, f"{where}.{key}" if where else str(key))
+        else:
+            target[key] = value
+
+
+def apply_preset(
+    preset: str | Path,
+    params_file: str | Path = "params.yaml",
+    *,
+    presets_dir: str | Path = PRESETS_DIR,
+    validate: Callable[[dict], None] | None = None,
+) -> dict:
+    """Merge a preset into ``params_file``; return the preset's overrides (as plain data).
+
+    ``validate`` receives the merged params as plain dicts and raises :class:`OccreidError` when they are
+    invalid; nothing is written then.
+    """
+    path = preset_path(str(preset), presets_dir)
+    overrides = _load(path)
+    if not isinstance(overrides, dict) or not overrides:
+        raise OccreidError("a preset must be a non-empty mapping of params sections", path=path)
+    params_file = Path(params_file)
+    if not params_file.is_file():
+        raise OccreidError("params file not found", path=params_file, fix="run from the project folder")
+    params = _load(params_file)
+    _merge_into(params, overrides, "")
+    buf = io.StringIO()
+    _yaml().dump(params, buf)
+    text = buf.getvalue()
+    if validate is not None:
+        import yaml  # plain data for the validator
+
+        validate(yaml.safe_load(text))
+    write_text(params_file, text)
+    import yaml
+
+    return yaml.safe_load(io.StringIO(path.read_text(encoding="utf-8")))
