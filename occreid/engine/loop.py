@@ -1,10 +1,11 @@
 """``fit``: the one training loop every method runs through.
 
 Per epoch: re-seed the sampler and loader streams for this epoch, set the epoch's learning rates, run
-``method.train_step`` over the P×K batches (tqdm bar, a log line every ``log_period`` iterations), average
-the returned scalars, hand the epoch's metrics to the callbacks, then write a checkpoint every
-``checkpoint_period`` epochs and at the end. Restarting with ``resume=True`` continues from the newest
-checkpoint of the same configuration and reaches bit-identical weights (on CPU) to an uninterrupted run.
+``method.train_step`` over the P×K batches (or the batches of the method's own dataset and sampler, see
+``ReIDMethod.train_data``; tqdm bar, a log line every ``log_period`` iterations), average the returned
+scalars, hand the epoch's metrics to the callbacks, then write a checkpoint every ``checkpoint_period``
+epochs and at the end. Restarting with ``resume=True`` continues from the newest checkpoint of the same
+configuration and reaches bit-identical weights (on CPU) to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from occreid.data.loader import build_train_loader
@@ -70,6 +72,23 @@ def _newest_usable(ckpt_dir: Path, fingerprint: str) -> dict | None:
     return None
 
 
+def _train_loader(method: ReIDMethod, records: list[Record], cfg: TrainConfig, *, pin_memory: bool):
+    """(loader, sampler, worker-seed generator): the method's own dataset and batch sampler when it supplies
+    them (:meth:`~occreid.methods.base.ReIDMethod.train_data`), else the P×K loader over ``ImageDataset``."""
+    transform = build_train_transform(cfg.transforms)
+    custom = method.train_data(records, transform, cfg, cfg.seed)
+    if custom is None:
+        return build_train_loader(
+            records, transform, ids_per_batch=cfg.ids_per_batch, images_per_id=cfg.images_per_id,
+            seed=cfg.seed, num_workers=cfg.num_workers, pin_memory=pin_memory,
+        )
+    dataset, sampler = custom
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin_memory,
+                        generator=generator)
+    return loader, sampler, generator
+
+
 def fit(
     method: ReIDMethod,
     train: Splits | Sequence[Record],
@@ -98,11 +117,7 @@ def fit(
     seed_everything(cfg.seed, cfg.deterministic)
     method.to(device)
 
-    loader, sampler, loader_gen = build_train_loader(
-        records, build_train_transform(cfg.transforms), ids_per_batch=cfg.ids_per_batch,
-        images_per_id=cfg.images_per_id, seed=cfg.seed, num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader, sampler, loader_gen = _train_loader(method, records, cfg, pin_memory=device.type == "cuda")
     specs = method.optimizers(cfg)
     if len({s.name for s in specs}) != len(specs):
         raise ValueError(f"optimizer names must be unique: {[s.name for s in specs]}")

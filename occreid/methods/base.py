@@ -11,16 +11,18 @@ engine (:func:`occreid.engine.fit`) does everything else, identically for every 
 from __future__ import annotations
 
 import pkgutil
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, Sampler
 
 from occreid.engine.optim import OptimizerSpec, param_groups
 from occreid.models.base import Embedding
 from occreid.models.factory import LazyRegistry
 
 if TYPE_CHECKING:
+    from occreid.data.records import Record
     from occreid.engine.config import TrainConfig
     from occreid.engine.context import TrainContext
 
@@ -62,6 +64,20 @@ class ReIDMethod(nn.Module):
     def optimizers(self, train_cfg: TrainConfig) -> list[OptimizerSpec]:
         """Default: one scheduled optimiser "main" over all trainable parameters (bias rule applied)."""
         return [OptimizerSpec("main", param_groups(self.named_parameters(), train_cfg.optimizer), train_cfg.optimizer)]
+
+    def train_data(
+        self, records: Sequence[Record], transform: Callable, cfg: TrainConfig, seed: int
+    ) -> tuple[Dataset, Sampler] | None:
+        """The training dataset and batch sampler, for a method whose batches are not the engine's P×K ones.
+
+        ``None`` (the default): :func:`occreid.engine.fit` builds its own ``ImageDataset(records, transform)``
+        and P×K sampler. Otherwise ``fit`` wraps the pair in its DataLoader (worker seeds, pinning) and
+        treats the sampler like its own, so it must have ``set_epoch(epoch)``, ``state_dict()``,
+        ``load_state_dict(state)`` and ``__len__``, and plan each epoch as a pure function of its seed and
+        epoch: that is what makes a resumed run replay the same batches. DPM++ returns its occlusion-pair
+        sampler here. ``transform`` is the training transform, ``seed`` the run's seed.
+        """
+        return None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named, already weighted loss terms of one batch; their sum is minimised."""

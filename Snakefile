@@ -1,0 +1,99 @@
+"""occreid's DAG for Snakemake, built from the same registry as dvc.yaml (stages/registry.py).
+
+One rule per stage, created in a loop: wildcards {dataset} / {experiment} for fan-out, inputs from the
+resolved plan (so a method only depends on the per-dataset stages it needs), resources from the registry
+(the SLURM executor turns them into cpus-per-task, mem, time and gpus). Each rule's command is bound when the
+rule is defined, through ``params.cmd``: ``shell:`` is evaluated late and would otherwise run the last
+stage's command in every rule. ``params.tracked`` holds the params values the stage declares, so
+Snakemake's params rerun trigger re-runs exactly what DVC would. Output is also kept in
+logs/<stage>/<key>.log; ``conda:`` names the environment for ``--sdm conda`` (by default the current
+environment runs the jobs).
+
+    snakemake -c2                                   # local, 2 cores
+    snakemake --profile workflow/profiles/slurm     # one SLURM job per stage instance
+    dvc commit -f                                   # afterwards: record the results in dvc.lock
+"""
+
+import json
+import re
+
+from stages.params import read_yaml
+from stages.registry import build_plan
+from stages.common import lookup
+
+PARAMS = read_yaml("params.yaml")
+PLAN = build_plan(PARAMS)
+KEYS = {s: sorted({j.key for j in PLAN.jobs if j.stage.fanout == s}) for s in ("dataset", "experiment")}
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, KEYS["dataset"])) or "(?!)",
+    experiment="|".join(map(re.escape, KEYS["experiment"])) or "(?!)",
+
+
+rule all:
+    default_target: True
+    input:
+        [out for job in PLAN.sinks() for out in job.outs],
+
+
+def job_of(stage, wildcards):
+    return PLAN.job(stage.name, wildcards[stage.fanout] if stage.fanout else None)
+
+
+def inputs_of(stage):
+    """Data made by upstream jobs plus the stage's own source files (not package folders: see registry)."""
+    code = [path for path in stage.code if path.endswith(".py")]
+    return lambda wildcards: list(job_of(stage, wildcards).deps) + code
+
+
+def command_of(stage):
+    return lambda wildcards: job_of(stage, wildcards).cmd
+
+
+def tracked_of(stage):
+    return lambda wildcards: json.dumps(
+        {key: lookup(PARAMS, key) for key in job_of(stage, wildcards).params}, sort_keys=True)
+
+
+def outputs_of(stage):
+    """Output patterns with the fan-out wildcard; persisted outputs are left out (Snakemake would delete
+    them before the job, and training resumes from its checkpoints)."""
+    pattern = {"dataset": "{dataset}", "experiment": "{experiment}"}
+    outs = [o for o in stage.outs if not o.persist]
+    return [directory(o.path.format(**pattern)) if o.directory else o.path.format(**pattern) for o in outs]
+
+
+def log_of(stage):
+    return f"logs/{stage.name}/{{{stage.fanout}}}.log" if stage.fanout else f"logs/{stage.name}.log"
+
+
+def resources_of(stage):
+    r = stage.resources
+    res = {"mem_mb": r.mem_mb, "runtime": r.runtime, "cpus_per_task": r.cpus}
+    if r.gpus:
+        res["gpu"] = r.gpus
+    return res
+
+
+for stage in PLAN.stages():
+
+    rule:
+        name:
+            stage.name
+        input:
+            inputs_of(stage),
+        output:
+            *outputs_of(stage),
+        params:
+            cmd=command_of(stage),
+            tracked=tracked_of(stage),
+        log:
+            log_of(stage),
+        threads: stage.resources.cpus
+        resources:
+            **resources_of(stage),
+        conda:
+            "environment.yml"
+        shell:
+            "{params.cmd} 2>&1 | tee {log}"

@@ -1,0 +1,158 @@
+"""The ``occreid`` command (also ``python -m occreid``): the pipeline's housekeeping in one place.
+
+    occreid dag [--write | --check]   show the DAG / render dvc.yaml from stages/registry.py / fail if stale
+    occreid params check              validate params.yaml (what every stage does first)
+    occreid where                     where the tables, metrics, models and the MLflow store are
+    occreid prepare|train|evaluate|tables ...   run one stage (same as python -m stages.<name> ...)
+
+Why here and not in the stages: ``dvc repro`` and ``snakemake`` run the stages; these commands are for the
+person driving them. Commands that only look at the DAG never import torch, so they answer in a second.
+A user error prints its message and exits 2; ``dag --check`` exits 1 when dvc.yaml is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from occreid.errors import OccreidError
+
+STAGE_ALIASES = {"prepare": "prepare_data", "train": "train", "evaluate": "evaluate", "tables": "tables"}
+
+
+def cmd_dag(args: argparse.Namespace) -> int:
+    from stages import render_dvc
+    from stages.params import read_yaml
+    from stages.registry import build_plan
+
+    root = Path(args.root)
+    if args.write:
+        path = render_dvc.write(root)
+        print(f"wrote {path}")
+        return 0
+    if args.check:
+        try:
+            render_dvc.check(root)
+        except OccreidError as e:
+            print(e.message, file=sys.stderr)
+            return 1
+        print(f"{root / render_dvc.DVC_FILE} is up to date")
+        return 0
+    plan = build_plan(read_yaml(root / "params.yaml"), str(root / "params.yaml"))
+    upstream: dict[str, list[str]] = {}
+    for before, after in sorted(plan.edges()):
+        upstream.setdefault(after, []).append(before)
+    for job in plan.jobs:
+        after = f"  <- {', '.join(upstream[job.id])}" if job.id in upstream else ""
+        print(f"{job.id}{after}")
+    return 0
+
+
+def cmd_params_check(args: argparse.Namespace) -> int:
+    from stages.common import validate
+    from stages.params import read_yaml
+    from stages.registry import build_plan
+
+    params = read_yaml(args.params)
+    validate(params, args.params)
+    plan = build_plan(params, str(args.params))
+    print(f"{args.params}: OK ({len(plan.experiments)} experiment(s), {len(plan.jobs)} job(s))")
+    return 0
+
+
+def locations(root: Path, params_file: Path) -> dict[str, object]:
+    """Where the pipeline's results are, for ``occreid where`` (paths relative to ``root``)."""
+    from occreid.tracking import tracking_uri
+    from stages.params import read_yaml
+    from stages.registry import build_plan
+
+    params = read_yaml(params_file)
+    plan = build_plan(params, str(params_file))
+    uri = tracking_uri((params.get("tracking") or {}).get("uri"))
+
+    def listed(stage: str, suffix: str) -> list[str]:
+        return [p for j in plan.jobs_of(stage) for p in j.outs if p.endswith(suffix)]
+
+    def state(path: str) -> str:
+        return "" if (root / path).exists() else "   (not yet built)"
+
+    return {
+        "tables": [f"{p}/index.md{state(p)}" for p in listed("tables", "tables")],
+        "metrics": [p + state(p) for p in listed("evaluate", "metrics.json")],
+        "models": [p + state(p) for p in listed("train", "model.pt")],
+        "mlflow": {"uri": uri, "ui": f"mlflow ui --backend-store-uri {uri}"},
+    }
+
+
+def cmd_where(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    info = locations(root, root / "params.yaml")
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print("tables:   " + "\n          ".join(info["tables"]))
+    print("metrics:  " + "\n          ".join(info["metrics"]))
+    print("models:   " + "\n          ".join(info["models"]))
+    print(f"MLflow:   {info['mlflow']['uri']}")
+    print(f"          browse with: {info['mlflow']['ui']}")
+    return 0
+
+
+def stage_runner(stage: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from stages.common import run as run_stage
+
+        run_stage(importlib.import_module(f"stages.{stage}").main, args.stage_args)
+        return 0
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="occreid", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dag = sub.add_parser("dag", help="show the DAG, render dvc.yaml, or check it is up to date")
+    mode = dag.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="render dvc.yaml from stages/registry.py + params.yaml")
+    mode.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from the rendering")
+    dag.add_argument("--root", default=".", help="project folder (default: .)")
+    dag.set_defaults(func=cmd_dag)
+
+    params = sub.add_parser("params", help="params.yaml tools")
+    psub = params.add_subparsers(dest="params_command", required=True)
+    check = psub.add_parser("check", help="validate every section, dataset, method and experiment")
+    check.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    check.set_defaults(func=cmd_params_check)
+
+    where = sub.add_parser("where", help="print where the tables, metrics, models and MLflow store are")
+    where.add_argument("--root", default=".", help="project folder (default: .)")
+    where.add_argument("--json", action="store_true", help="machine-readable output")
+    where.set_defaults(func=cmd_where)
+
+    for alias, stage in STAGE_ALIASES.items():
+        p = sub.add_parser(alias, help=f"run stage {stage} (python -m stages.{stage} ARGS)", add_help=False)
+        p.set_defaults(func=stage_runner(stage), stage_args=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)  # a stage alias passes its arguments on to the stage
+    if args.command in STAGE_ALIASES:
+        args.stage_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return args.func(args)
+    except OccreidError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""What every stage does first: validate params.yaml, then see only the params keys it declares.
+
+Why a gate: DVC re-runs a stage when one of its declared params changes, and only then. A stage that read
+a key it did not declare would make DVC's tracking wrong without anyone noticing, so :class:`StageParams`
+refuses such a read with an error pointing at ``stages/registry.py``. Every stage also validates the whole
+file first (:func:`validate`, the same check as ``occreid params check``), so a typo anywhere fails fast
+instead of after an hour of training.
+
+The schema is the library's own dataclasses (``TrainConfig``, ``EvalConfig``, ...), listed in
+:data:`SECTIONS` by import path: they are imported only when validating, so the Snakefile and
+``occreid dag`` stay fast and free of torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from occreid.errors import OccreidError, did_you_mean
+
+from .params import PARAMS_FILE, from_dict, merge, read_yaml
+from .registry import Job, build_plan, experiments_of
+
+T = TypeVar("T")
+
+# Top-level section → "module:Class" of its schema (a dataclass built with stages.params.from_dict).
+SECTIONS: dict[str, str] = {
+    "tracking": "occreid.tracking:TrackingConfig",
+    "prepare_data": "occreid.data.prepare:PrepareConfig",
+    "model": "occreid.models.factory:BackboneConfig",
+    "train": "occreid.engine.config:TrainConfig",
+    "evaluate": "occreid.eval.config:EvalConfig",
+    "tables": "occreid.reports:TablesConfig",
+}
+OVERRIDABLE = ("model", "train", "methods", "evaluate")  # sections an experiment's ``overrides`` may change
+RESOLVED = {"train": ("seed", "train"), "methods": ("model", "methods.{method}"), "evaluate": ("evaluate",)}
+PREPARED_DIR = "data/prepared"  # where stages/registry.py expects prepare_data's outputs
+
+
+@dataclass
+class ExperimentSpec:
+    """One entry of ``experiments``: which dataset, which method, and deep-merged section overrides."""
+
+    dataset: str
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def schema(ref: str) -> type:
+    """Import a schema class from its ``module:Class`` reference."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def method_schema(method: str) -> type:
+    """The config dataclass of a method (the schema of ``methods.<method>``), from the method registry."""
+    from occreid.methods import METHODS
+
+    return METHODS.get(method).config_cls
+
+
+def lookup(params: Mapping, dotted: str, source: str | Path = PARAMS_FILE) -> Any:
+    """The value at a dotted key (``methods.vit``), with an error naming the missing part."""
+    node: Any = params
+    done = []
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            where = ".".join(done) or "the top level"
+            valid = list(node) if isinstance(node, Mapping) else []
+            raise OccreidError(f"params key '{dotted}' is missing ('{part}' not found under {where})",
+                               path=source, fix=did_you_mean(part, valid))
+        node = node[part]
+        done.append(part)
+    return node
+
+
+def validate(params: Mapping, source: str | Path = PARAMS_FILE) -> None:
+    """Check the whole file: every section against its schema (unknown/mistyped keys, bad values), every
+    dataset and method entry, every experiment after its overrides are merged (so an override typo fails
+    too), and that every params key a job declares exists (DVC fails on a missing one)."""
+    try:
+        _validate(params, str(source))
+    except OccreidError as e:  # value checks in the dataclasses' __post_init__ do not know the file
+        if e.path is None:
+            raise OccreidError(e.problem, path=source, fix=e.fix) from None
+        raise
+
+
+def _validate(params: Mapping, source: str) -> None:
+    known = {"seed", "datasets", "methods", "experiments", *SECTIONS}
+    for key in params:
+        if key not in known:
+            raise OccreidError(f"unknown params key '{key}'", path=source, fix=did_you_mean(str(key), known))
+    seed = params.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise OccreidError(f"'seed' must be a non-negative int, got {seed!r}", path=source)
+    for name, ref in SECTIONS.items():
+        from_dict(schema(ref), params.get(name), key=name, source=source)
+    out_dir = (params.get("prepare_data") or {}).get("out_dir", PREPARED_DIR)
+    if str(out_dir).rstrip("/") != PREPARED_DIR:
+        raise OccreidError(f"'prepare_data.out_dir' = {out_dir!r}, but the DAG reads prepared data from "
+                           f"{PREPARED_DIR}", path=source, fix=f"set it back to {PREPARED_DIR}")
+    from stages.prepare_data import load_params as dataset_settings
+
+    if not isinstance(params.get("datasets") or {}, Mapping):
+        raise OccreidError("'datasets' must be a mapping name → source", path=source)
+    for name, entry in (params.get("datasets") or {}).items():
+        dataset_settings(name, entry, params.get("prepare_data"), source)
+    if not isinstance(params.get("methods") or {}, Mapping):
+        raise OccreidError("'methods' must be a mapping name → switches", path=source)
+    for name, entry in (params.get("methods") or {}).items():
+        from_dict(method_schema(name), entry, key=f"methods.{name}", source=source)
+    for name, raw in experiments_of_raw(params, source).items():
+        spec = from_dict(ExperimentSpec, raw, key=f"experiments.{name}", source=source)
+        for section, value in spec.overrides.items():
+            where = f"experiments.{name}.overrides.{section}"
+            if section not in OVERRIDABLE:
+                raise OccreidError(f"unknown params key '{where}'", path=source, fix=did_you_mean(section, OVERRIDABLE))
+            if not isinstance(value, Mapping):
+                raise OccreidError(f"'{where}' must be a mapping", path=source)
+        resolve_sections(params, name, tuple(RESOLVED), source)
+    for job in build_plan(params, source).jobs:
+        for key in job.params:
+            lookup(params, key, source)
+
+
+def experiments_of_raw(params: Mapping, source: str) -> Mapping:
+    """The raw ``experiments`` mapping, after the DAG-shape checks of :func:`stages.registry.experiments_of`."""
+    experiments_of(params, source)
+    return params["experiments"]
+
+
+def resolve_sections(params: Mapping, experiment: str, sections, source: str | Path = PARAMS_FILE) -> dict:
+    """Sections of one experiment, overrides deep-merged, built into their dataclasses.
+
+    ``train``: top-level ``seed`` is the default of ``train.seed``. ``methods``: the experiment's own method
+    config, whose ``backbone`` defaults to the ``model`` section; overriding another method's section is
+    an error (it would have no effect). ``evaluate``: the section with its overrides.
+    """
+    spec = from_dict(ExperimentSpec, lookup(params, f"experiments.{experiment}", source),
+                     key=f"experiments.{experiment}", source=source)
+    over = {k: v or {} for k, v in spec.overrides.items()}
+    key = f"experiments.{experiment}"
+    out: dict[str, Any] = {}
+    for section in sections:
+        if section == "methods":
+            stray = set(over.get("methods", {})) - {spec.method}
+            if stray:
+                raise OccreidError(f"'{key}.overrides.methods' changes method(s) {sorted(stray)}, but the "
+                                   f"experiment runs '{spec.method}'", path=source,
+                                   fix=f"override 'methods.{spec.method}' only")
+            cls = method_schema(spec.method)
+            base = dict(lookup(params, f"methods.{spec.method}", source) or {})
+            if "backbone" in {f.name for f in dataclasses.fields(cls)}:
+                model = merge(params.get("model") or {}, over.get("model", {}))
+                base["backbone"] = merge(model, base.get("backbone") or {})
+            elif over.get("model"):
+                raise OccreidError(f"'{key}.overrides.model' has no effect: method '{spec.method}' has no "
+                                   "backbone setting", path=source, fix="remove it")
+            merged = merge(base, over.get("methods", {}).get(spec.method) or {})
+            out[section] = from_dict(cls, merged, key=f"{key}.overrides.methods.{spec.method}",
+                                     source=source)
+        elif section == "train":
+            merged = merge(merge({"seed": params.get("seed", 0)}, params.get("train") or {}), over.get("train", {}))
+            out[section] = from_dict(schema(SECTIONS["train"]), merged, key=f"{key}.overrides.train", source=source)
+        elif section == "evaluate":
+            merged = merge(params.get("evaluate") or {}, over.get("evaluate", {}))
+            out[section] = from_dict(schema(SECTIONS["evaluate"]), merged, key=f"{key}.overrides.evaluate", source=source)
+        else:
+            raise ValueError(f"cannot resolve section {section!r}; resolvable: {sorted(RESOLVED)}")
+    return out
+
+
+class StageParams:
+    """The slice of params.yaml one job declared (plus its side params): reading any other key is an error."""
+
+    def __init__(self, params: Mapping, job: Job, source: str | Path = PARAMS_FILE):
+        self._params = params
+        self.job = job
+        self.source = str(source)
+        self.allowed = tuple(job.params) + tuple(job.side_params)
+
+    def _covered(self, dotted: str) -> bool:
+        return any(dotted == k or dotted.startswith(k + ".") for k in self.allowed)
+
+    def get(self, dotted: str, default: Any = dataclasses.MISSING) -> Any:
+        """The value at ``dotted`` if the stage declared it (or a parent of it)."""
+        if not self._covered(dotted):
+            raise OccreidError(
+                f"stage '{self.job.id}' reads params key '{dotted}', which it does not declare "
+                f"(declared: {', '.join(self.allowed)})", path="stages/registry.py",
+                fix="add the key to the stage's params in stages/registry.py, then run `occreid dag --write` "
+                    "so DVC tracks it")
+        try:
+            return lookup(self._params, dotted, self.source)
+        except OccreidError:
+            if default is dataclasses.MISSING:
+                raise
+            return default
+
+    def section(self, cls: type[T], dotted: str) -> T:
+        """Section ``dotted`` built into dataclass ``cls`` (missing section → all defaults)."""
+        return from_dict(cls, self.get(dotted, {}), key=dotted, source=self.source)
+
+    def experiment(self, name: str, sections) -> dict:
+        """The experiment's resolved sections (see :func:`resolve_sections`); every params key they are
+        made of must be declared by the stage."""
+        method = self.get(f"experiments.{name}")["method"]
+        for section in sections:
+            for dotted in RESOLVED[section]:
+                self.get(dotted.format(method=method))
+        return resolve_sections(self._params, name, sections, self.source)
+
+
+def load(stage: str, key: str | None = None, path: str | Path = PARAMS_FILE, *, check: bool = True) -> StageParams:
+    """Validate params.yaml (unless ``check=False``) and return the slice job ``stage@key`` declared."""
+    params = read_yaml(path)
+    if check:
+        validate(params, path)
+    job = build_plan(params, str(path)).job(stage, key)
+    return StageParams(params, job, path)
+
+
+def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
+    """Run a stage's ``main``: logging to stderr; an :class:`OccreidError` prints its message and exits 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        main(argv)
+    except OccreidError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        raise SystemExit(2) from None

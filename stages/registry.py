@@ -1,0 +1,333 @@
+"""The DAG, declared once: every stage's command, inputs, outputs, params keys, resources and fan-out.
+
+Both engines are generated from this module, so they cannot drift apart: ``occreid dag --write`` renders
+``dvc.yaml`` from it (:mod:`stages.render_dvc`), and the ``Snakefile`` builds one rule per stage from it in
+a loop. :mod:`stages.common` gives a running stage exactly the params keys declared here, so DVC's params
+tracking is exact (an evaluation knob re-runs evaluation and tables only).
+
+Templates use ``{dataset}``, ``{experiment}`` and ``{method}``. A stage fans out over ``"experiment"``
+(one job per entry of ``params.yaml: experiments``), over ``"dataset"`` (one job per dataset that some job
+needs, found by walking the dependencies backwards, so datasets no experiment uses are not prepared), or
+not at all (``None``). A dependency template naming a placeholder the job does not have (``{experiment}`` in
+``tables``) expands over every experiment.
+
+Per-dataset stages a *method* needs (CLIP prompts, saliency, ...) are declared in :data:`METHOD_NEEDS`; a
+stage with ``method_needs=True`` (``train``) depends on their outputs for its experiment's dataset, so a
+method that does not need a stage does not depend on it and the stage does not run for its dataset.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+from occreid.errors import OccreidError, did_you_mean
+from occreid.registry import Registry
+
+FanOut = Literal["dataset", "experiment"] | None
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # experiment/dataset names: used in paths, DVC keys and params keys
+
+
+@dataclass(frozen=True)
+class Out:
+    """One output path (template). Flags map onto DVC's output options; Snakemake ignores persisted outputs
+    (it would delete them before the job) and wraps ``directory`` ones in ``directory()``."""
+
+    path: str
+    directory: bool = False
+    persist: bool = False  # kept across re-runs (training checkpoints, for resume)
+    cache: bool = True  # False: small text outputs kept in git rather than the DVC cache
+    metric: bool = False  # listed under dvc.yaml's top-level ``metrics:``
+    plot: Mapping[str, object] | None = None  # DVC plot properties (x, y, ...) for top-level ``plots:``
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a job asks the scheduler for; Snakemake passes these to SLURM (cpus-per-task, mem, time, gpus)."""
+
+    cpus: int = 1
+    mem_mb: int = 2000
+    gpus: int = 0
+    runtime: int = 30  # minutes
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One DAG stage. ``deps`` are data produced by other stages (they make the graph's edges); ``code`` are
+    source paths DVC hashes (only files among them become Snakemake inputs: a package folder's mtime
+    says nothing about its content). ``params`` are dotted params.yaml keys the stage may read (tracked);
+    ``side_params`` it may read but which cannot change its outputs (where MLflow logs), so untracked."""
+
+    name: str
+    cmd: str
+    fanout: FanOut
+    deps: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()
+    outs: tuple[Out, ...] = ()
+    params: tuple[str, ...] = ()
+    side_params: tuple[str, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    method_needs: bool = False  # also depends on the per-dataset stages its method needs (METHOD_NEEDS)
+
+
+STAGES: Registry[Stage] = Registry("stage")
+ORDER: list[str] = []  # declaration order = a topological order; dvc.yaml and the Snakefile follow it
+
+
+def declare(stage: Stage) -> Stage:
+    STAGES.register(stage.name)(stage)
+    ORDER.append(stage.name)
+    return stage
+
+
+declare(Stage(
+    name="prepare_data",
+    cmd="python -m stages.prepare_data --dataset {dataset}",
+    fanout="dataset",
+    code=("stages/prepare_data.py", "occreid/data"),
+    outs=(Out("data/prepared/{dataset}", directory=True),),
+    params=("datasets.{dataset}", "prepare_data"),
+    resources=Resources(cpus=1, mem_mb=4000, runtime=60),
+))
+
+declare(Stage(
+    name="train",
+    cmd="python -m stages.train --experiment {experiment}",
+    fanout="experiment",
+    deps=("data/prepared/{dataset}",),
+    code=("stages/train.py", "occreid/engine", "occreid/methods", "occreid/models", "occreid/losses",
+          "occreid/augment", "occreid/data"),
+    outs=(
+        Out("data/train/{experiment}/model.pt"),
+        Out("data/train/{experiment}/history.csv", cache=False, plot={"x": "epoch", "y": "loss"}),
+        Out("data/train/{experiment}/train_metrics.json", cache=False, metric=True),
+        Out("data/train/{experiment}/checkpoints", directory=True, persist=True, cache=False),
+    ),
+    params=("seed", "model", "train", "methods.{method}", "experiments.{experiment}"),
+    side_params=("tracking",),
+    resources=Resources(cpus=8, mem_mb=32000, gpus=1, runtime=720),  # ViT-B/CLIP-B, 120 epochs on one GPU
+    method_needs=True,
+))
+
+declare(Stage(
+    name="evaluate",
+    cmd="python -m stages.evaluate --experiment {experiment}",
+    fanout="experiment",
+    deps=("data/prepared/{dataset}", "data/train/{experiment}/model.pt"),
+    code=("stages/evaluate.py", "occreid/eval", "occreid/methods", "occreid/models", "occreid/data"),
+    outs=(
+        Out("reports/eval/{experiment}/metrics.json", cache=False, metric=True),
+        Out("reports/eval/{experiment}/ranks.npz"),
+    ),
+    params=("evaluate", "experiments.{experiment}"),  # the model and its input size come from model.pt
+    side_params=("tracking",),
+    resources=Resources(cpus=4, mem_mb=16000, gpus=1, runtime=60),
+))
+
+declare(Stage(
+    name="tables",
+    cmd="python -m stages.tables",
+    fanout=None,
+    deps=("reports/eval/{experiment}/metrics.json",),
+    code=("stages/tables.py", "occreid/reports"),
+    outs=(Out("reports/tables", directory=True),),
+    params=("tables", "experiments"),
+    resources=Resources(cpus=1, mem_mb=2000, runtime=15),
+))
+
+# Per-dataset stages each method needs before training (besides prepare_data, which every experiment
+# needs). A method absent here needs none. Later: "clipreid": ("prompts",), "dpmpp": ("prompts", "spt_sets").
+METHOD_NEEDS: dict[str, tuple[str, ...]] = {}
+
+
+def placeholders(template: str) -> set[str]:
+    """The ``{name}`` fields of a template."""
+    return set(re.findall(r"{(\w+)}", template))
+
+
+def fill(template: str, ctx: Mapping[str, str]) -> str:
+    """Format a template with a job's context; a field the job lacks is a registry bug."""
+    missing = placeholders(template) - set(ctx)
+    if missing:
+        raise KeyError(f"template {template!r} needs {sorted(missing)}, the job has {sorted(ctx)}")
+    return template.format(**ctx)
+
+
+def needs(method: str) -> tuple[str, ...]:
+    """The per-dataset stages ``method`` depends on (validated against the declared stages)."""
+    names = METHOD_NEEDS.get(method, ())
+    for name in names:
+        if name not in STAGES or STAGES.get(name).fanout != "dataset":
+            raise KeyError(f"METHOD_NEEDS[{method!r}] names {name!r}, which is not a per-dataset stage")
+    return names
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The part of an experiment the DAG's shape depends on (the rest is read by the stages)."""
+
+    name: str
+    dataset: str
+    method: str
+
+
+def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Experiment]:
+    """Read ``experiments`` (name → {dataset, method, overrides}) with the checks the DAG needs: names are
+    safe, each dataset has a ``datasets`` entry and each method a ``methods`` section (DVC tracks
+    ``methods.<method>`` and ``datasets.<dataset>`` by name, so they must exist)."""
+    exps = params.get("experiments")
+    if not isinstance(exps, Mapping) or not exps:
+        raise OccreidError("'experiments' must be a non-empty mapping name → {dataset, method, overrides}",
+                           path=source, fix="see the demo's 'experiments: {vit: {dataset: synthocc, method: vit}}'")
+    datasets = params.get("datasets") or {}
+    methods = params.get("methods") or {}
+    out = {}
+    for name, spec in exps.items():
+        where = f"experiments.{name}"
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise OccreidError(f"experiment name {name!r} may use only letters, digits, '_' and '-'", path=source,
+                               fix="rename it (it becomes a folder name and a DVC stage key)")
+        if not isinstance(spec, Mapping) or not {"dataset", "method"} <= set(spec):
+            raise OccreidError(f"'{where}' must be a mapping with 'dataset' and 'method' (and optional 'overrides')",
+                               path=source)
+        unknown = set(spec) - {"dataset", "method", "overrides"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise OccreidError(f"unknown params key '{where}.{key}'", path=source,
+                               fix=did_you_mean(key, ["dataset", "method", "overrides"]))
+        if spec["dataset"] not in datasets:
+            raise OccreidError(f"'{where}.dataset' = {spec['dataset']!r} has no entry under 'datasets'",
+                               path=source, fix=did_you_mean(str(spec["dataset"]), datasets))
+        if spec["method"] not in methods:
+            raise OccreidError(f"'{where}.method' = {spec['method']!r} has no section under 'methods'",
+                               path=source, fix=f"add '{spec['method']}: {{}}' under 'methods', or "
+                                                + did_you_mean(str(spec["method"]), methods))
+        if not NAME_RE.match(str(spec["dataset"])):
+            raise OccreidError(f"dataset name {spec['dataset']!r} may use only letters, digits, '_' and '-'",
+                               path=source)
+        out[name] = Experiment(name, spec["dataset"], spec["method"])
+    return out
+
+
+@dataclass(frozen=True)
+class Job:
+    """One instance of a stage: ``train@vit``, ``prepare_data@synthocc`` or ``tables``."""
+
+    stage: Stage
+    key: str | None  # the dataset or experiment name; None for a stage without fan-out
+    ctx: Mapping[str, str]  # placeholder values: dataset / experiment / method
+    deps: tuple[str, ...]  # data paths made by other jobs (sorted)
+
+    @property
+    def id(self) -> str:
+        return self.stage.name if self.key is None else f"{self.stage.name}@{self.key}"
+
+    @property
+    def cmd(self) -> str:
+        return fill(self.stage.cmd, self.ctx)
+
+    @property
+    def outs(self) -> tuple[str, ...]:
+        return tuple(fill(o.path, self.ctx) for o in self.stage.outs)
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return tuple(fill(p, self.ctx) for p in self.stage.params)
+
+    @property
+    def side_params(self) -> tuple[str, ...]:
+        return tuple(fill(p, self.ctx) for p in self.stage.side_params)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every job of the DAG for one params.yaml, in a topological order, with its producer edges."""
+
+    jobs: tuple[Job, ...]
+    experiments: Mapping[str, Experiment]
+
+    def job(self, stage: str, key: str | None = None) -> Job:
+        for j in self.jobs:
+            if j.stage.name == stage and j.key == key:
+                return j
+        valid = [j.id for j in self.jobs]
+        wanted = stage if key is None else f"{stage}@{key}"
+        raise OccreidError(f"no job '{wanted}' in this params.yaml's DAG", fix=did_you_mean(wanted, valid))
+
+    def jobs_of(self, stage: str) -> list[Job]:
+        return [j for j in self.jobs if j.stage.name == stage]
+
+    def stages(self) -> list[Stage]:
+        """Declared stages that have at least one job, in declaration order."""
+        present = {j.stage.name for j in self.jobs}
+        return [STAGES.get(n) for n in ORDER if n in present]
+
+    def producer(self, path: str) -> Job:
+        for j in self.jobs:
+            if path in j.outs:
+                return j
+        raise KeyError(f"no stage produces {path!r}")
+
+    def edges(self) -> set[tuple[str, str]]:
+        """(upstream job id, downstream job id) for every data dependency."""
+        return {(self.producer(d).id, j.id) for j in self.jobs for d in j.deps}
+
+    def sinks(self) -> list[Job]:
+        """Jobs nothing depends on: the targets of ``rule all``."""
+        upstream = {u for u, _ in self.edges()}
+        return [j for j in self.jobs if j.id not in upstream]
+
+
+def _deps(stage: Stage, ctx: Mapping[str, str], exps: Mapping[str, Experiment]) -> list[str]:
+    """Dependency paths of one job: templates filled from its context, a placeholder it lacks expanded over
+    every experiment, plus the outputs of the per-dataset stages its method needs."""
+    paths = []
+    for template in stage.deps:
+        if placeholders(template) <= set(ctx):
+            paths.append(fill(template, ctx))
+        else:
+            paths += [fill(template, {"experiment": e.name, "dataset": e.dataset, "method": e.method, **ctx})
+                      for e in exps.values()]
+    if stage.method_needs:
+        paths += need_paths(ctx["method"], ctx["dataset"])
+    return sorted(set(paths))
+
+
+def need_paths(method: str, dataset: str) -> list[str]:
+    """Outputs of the per-dataset stages ``method`` needs, for ``dataset`` (persisted outputs excluded)."""
+    return [fill(o.path, {"dataset": dataset}) for name in needs(method) for o in STAGES.get(name).outs
+            if not o.persist]
+
+
+def build_plan(params: Mapping, source: str = "params.yaml") -> Plan:
+    """All jobs for ``params``: experiment stages for every experiment, the no-fan-out stages once, and
+    per-dataset stages for exactly the datasets some job depends on (walking dependencies backwards)."""
+    exps = experiments_of(params, source)
+    jobs: dict[str, Job] = {}
+    for name in ORDER:
+        stage = STAGES.get(name)
+        if stage.fanout == "experiment":
+            for e in exps.values():
+                ctx = {"experiment": e.name, "dataset": e.dataset, "method": e.method}
+                jobs[f"{name}@{e.name}"] = Job(stage, e.name, ctx, tuple(_deps(stage, ctx, exps)))
+        elif stage.fanout is None:
+            jobs[name] = Job(stage, None, {}, tuple(_deps(stage, {}, exps)))
+    # Per-dataset jobs on demand: a path wanted by some job, made by a per-dataset stage for one dataset.
+    made_by = {fill(o.path, {"dataset": d}): (s, d)
+               for s in (STAGES.get(n) for n in ORDER) if s.fanout == "dataset"
+               for o in s.outs for d in (params.get("datasets") or {})}
+    wanted = [d for j in jobs.values() for d in j.deps]
+    while wanted:
+        path = wanted.pop()
+        if path not in made_by:
+            continue
+        stage, dataset = made_by[path]
+        if f"{stage.name}@{dataset}" not in jobs:
+            job = Job(stage, dataset, {"dataset": dataset}, tuple(_deps(stage, {"dataset": dataset}, exps)))
+            jobs[job.id] = job
+            wanted += job.deps
+    ordered = sorted(jobs.values(), key=lambda j: (ORDER.index(j.stage.name), j.key or ""))
+    plan = Plan(tuple(ordered), exps)
+    plan.edges()  # every dependency has a producer, or the registry is wrong
+    return plan

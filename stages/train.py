@@ -1,0 +1,107 @@
+"""Stage ``train``: ``python -m stages.train --experiment NAME [--params params.yaml]``.
+
+Resolves experiment NAME (``train``, ``model`` and ``methods.<method>`` with the experiment's overrides
+merged; top-level ``seed`` is the default training seed), loads its prepared dataset, builds the method and
+trains it with :func:`occreid.engine.fit` (resumable checkpoints in ``data/train/NAME/checkpoints/``, one
+MLflow run with per-epoch curves), then writes ``data/train/NAME/``: ``model.pt`` (weights + the resolved
+config evaluation rebuilds the model from), ``history.csv`` (one row per epoch, a DVC plot) and
+``train_metrics.json`` (last epoch's scalars, a DVC metric). A user error prints its message and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import logging
+import math
+import time
+from pathlib import Path
+
+from stages import common
+from stages.params import PARAMS_FILE
+
+log = logging.getLogger("occreid.stages.train")
+PREPARED = Path(common.PREPARED_DIR)
+OUT = Path("data/train")
+
+
+def history_csv(history: list[dict]) -> str:
+    """Per-epoch history as CSV: ``epoch`` first, then every numeric column seen (blank where absent)."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k, v in row.items() if k not in columns and k != "epoch" and _number(v) is not None]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", *columns])
+    for epoch, row in enumerate(history, start=1):
+        writer.writerow([row.get("epoch", epoch), *(_cell(row.get(k)) for k in columns)])
+    return buf.getvalue()
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _cell(value) -> str:
+    number = _number(value)
+    return "" if number is None or not math.isfinite(number) else repr(number)
+
+
+def summary(history: list[dict], seconds: float) -> dict:
+    """train_metrics.json: the last epoch's numeric scalars, the number of epochs and the wall time."""
+    last = {k: _number(v) for k, v in (history[-1] if history else {}).items()}
+    out = {k: v for k, v in last.items() if v is not None and math.isfinite(v) and k not in ("epoch", "seconds")}
+    out.update(epochs=len(history), seconds=round(seconds, 1))
+    return out
+
+
+def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
+    """Train experiment ``experiment`` as params.yaml describes it; returns its output folder."""
+    from occreid.data.datasets import create_dataset
+    from occreid.engine import fit, save_model
+    from occreid.engine.seeding import seed_everything
+    from occreid.io import write_json, write_text
+    from occreid.methods import create_method
+    from occreid.tracking import MlflowCallback, TrackingConfig, start_run, tracking_enabled, tracking_uri
+
+    params = common.load("train", experiment, params_path)
+    spec = params.get(f"experiments.{experiment}")
+    dataset, method_name = spec["dataset"], spec["method"]
+    resolved = params.experiment(experiment, ("methods", "train"))
+    method_cfg, train_cfg = resolved["methods"], resolved["train"]
+    tracking = params.section(TrackingConfig, "tracking")
+
+    splits = create_dataset(dataset, PREPARED / dataset, check_counts=False)  # prepare_data checked them
+    seed_everything(train_cfg.seed, train_cfg.deterministic)  # before building: a reproducible init
+    method = create_method(method_name, method_cfg, splits.num_train_pids, splits.num_cams)
+    config = {"experiment": experiment, "dataset": dataset, "method": method_name,
+              "methods": {method_name: dataclasses.asdict(method_cfg)}, "train": dataclasses.asdict(train_cfg)}
+    out = OUT / experiment
+    start = time.perf_counter()
+    with start_run(experiment, "train", uri=tracking_uri(tracking.uri), enabled=tracking_enabled(tracking.enabled),
+                   config=config, stage="train", dataset=dataset, method=method_name) as run:
+        history = fit(method, splits, train_cfg, out, callbacks=[MlflowCallback(run, log_config=False)])
+        metrics = summary(history, time.perf_counter() - start)
+        save_model(out / "model.pt", method, config)
+        write_text(out / "history.csv", history_csv(history))
+        write_json(out / "train_metrics.json", metrics)
+        run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+        run.log_artifact(out / "history.csv")
+    log.info("train %s done in %.0f s: model, history and metrics in %s", experiment, metrics["seconds"], out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", required=True, help="a key of params.yaml 'experiments'")
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    train(args.experiment, args.params)
+
+
+if __name__ == "__main__":
+    common.run(main)

@@ -1,0 +1,148 @@
+"""The DAG declared in stages/registry.py: jobs, edges, params keys and fan-out, and dvc.yaml's rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from occreid.errors import OccreidError
+from occreid.registry import Registry
+from stages import registry as reg
+from stages import render_dvc
+from stages.params import read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def params_with(experiments: dict, datasets=("synthocc", "market1501"), methods=("vit",)) -> dict:
+    return {"datasets": {d: {} for d in datasets}, "methods": {m: {} for m in methods}, "experiments": experiments}
+
+
+def test_demo_plan_jobs_edges_and_params_keys():
+    plan = reg.build_plan(read_yaml(ROOT / "params.yaml"))
+    assert [j.id for j in plan.jobs] == ["prepare_data@synthocc", "train@vit", "evaluate@vit", "tables"]
+    assert plan.edges() == {
+        ("prepare_data@synthocc", "train@vit"), ("prepare_data@synthocc", "evaluate@vit"),
+        ("train@vit", "evaluate@vit"), ("evaluate@vit", "tables"),
+    }
+    params = {j.id: j.params for j in plan.jobs}
+    assert params == {
+        "prepare_data@synthocc": ("datasets.synthocc", "prepare_data"),
+        "train@vit": ("seed", "model", "train", "methods.vit", "experiments.vit"),
+        "evaluate@vit": ("evaluate", "experiments.vit"),
+        "tables": ("tables", "experiments"),
+    }
+    assert plan.job("train", "vit").side_params == ("tracking",)
+    assert plan.job("train", "vit").cmd == "python -m stages.train --experiment vit"
+    assert [j.id for j in plan.sinks()] == ["tables"]
+
+
+def test_only_datasets_used_by_experiments_are_prepared_and_tables_gathers_all():
+    plan = reg.build_plan(params_with({
+        "a": {"dataset": "market1501", "method": "vit"},
+        "b": {"dataset": "market1501", "method": "vit", "overrides": {"train": {"epochs": 2}}},
+    }))
+    assert [j.id for j in plan.jobs_of("prepare_data")] == ["prepare_data@market1501"]
+    assert plan.job("tables").deps == ("reports/eval/a/metrics.json", "reports/eval/b/metrics.json")
+    assert plan.job("evaluate", "b").deps == ("data/prepared/market1501", "data/train/b/model.pt")
+
+
+@pytest.fixture
+def with_prompts_stage(monkeypatch):
+    """The registry plus a per-dataset stage that only method 'clip' needs (as prompts will be)."""
+    stages = Registry("stage")
+    for name in reg.ORDER:
+        stages.register(name)(reg.STAGES.get(name))
+    prompts = reg.Stage(name="prompts", cmd="python -m stages.prompts --dataset {dataset}", fanout="dataset",
+                        deps=("data/prepared/{dataset}",), outs=(reg.Out("data/prompts/{dataset}", directory=True),),
+                        params=("prompts",))
+    stages.register("prompts")(prompts)
+    order = list(reg.ORDER)
+    order.insert(1, "prompts")
+    monkeypatch.setattr(reg, "STAGES", stages)
+    monkeypatch.setattr(reg, "ORDER", order)
+    monkeypatch.setattr(reg, "METHOD_NEEDS", {"clip": ("prompts",)})
+
+
+def test_a_method_depends_only_on_the_per_dataset_stages_it_needs(with_prompts_stage):
+    plan = reg.build_plan(params_with({
+        "v": {"dataset": "synthocc", "method": "vit"},
+        "c": {"dataset": "market1501", "method": "clip"},
+    }, methods=("vit", "clip")))
+    assert [j.id for j in plan.jobs_of("prompts")] == ["prompts@market1501"]  # not for synthocc
+    assert plan.job("train", "c").deps == ("data/prepared/market1501", "data/prompts/market1501")
+    assert plan.job("train", "v").deps == ("data/prepared/synthocc",)
+    assert ("prompts@market1501", "train@c") in plan.edges()
+    assert ("prepare_data@market1501", "prompts@market1501") in plan.edges()
+    assert not any(u.startswith("prompts") and v == "train@v" for u, v in plan.edges())
+
+
+def test_rendered_foreach_pads_need_slots_with_the_prepared_folder(with_prompts_stage):
+    plan = reg.build_plan(params_with({
+        "v": {"dataset": "synthocc", "method": "vit"},
+        "c": {"dataset": "market1501", "method": "clip"},
+    }, methods=("vit", "clip")))
+    train = render_dvc.render(plan)["stages"]["train"]
+    assert train["foreach"] == {
+        "c": {"dataset": "market1501", "method": "clip", "need1": "data/prompts/market1501"},
+        "v": {"dataset": "synthocc", "method": "vit", "need1": "data/prepared/synthocc"},
+    }
+    assert train["do"]["deps"][:2] == ["data/prepared/${item.dataset}", "${item.need1}"]
+    assert "methods.${item.method}" in train["do"]["params"]
+
+
+def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
+    doc = render_dvc.render(reg.build_plan(read_yaml(ROOT / "params.yaml")))
+    assert list(doc["stages"]) == ["prepare_data", "train", "evaluate", "tables"]
+    assert doc["stages"]["prepare_data"]["foreach"] == ["synthocc"]
+    assert doc["stages"]["prepare_data"]["do"]["params"] == ["datasets.${item}", "prepare_data"]
+    outs = doc["stages"]["train"]["do"]["outs"]
+    assert {"data/train/${key}/checkpoints": {"persist": True, "cache": False}} in outs
+    assert "data/train/${key}/model.pt" in outs
+    assert doc["metrics"] == ["data/train/vit/train_metrics.json", "reports/eval/vit/metrics.json"]
+    assert doc["plots"] == [{"data/train/vit/history.csv": {"x": "epoch", "y": "loss"}}]
+    assert doc["stages"]["tables"]["deps"][0] == "reports/eval/vit/metrics.json"
+
+
+def test_committed_dvc_yaml_is_not_stale():
+    assert (ROOT / "dvc.yaml").read_text() == render_dvc.render_text(ROOT / "params.yaml"), \
+        "dvc.yaml is stale: run `occreid dag --write`"
+    assert yaml.safe_load((ROOT / "dvc.yaml").read_text()) == render_dvc.render(
+        reg.build_plan(read_yaml(ROOT / "params.yaml")))
+
+
+def test_check_reports_a_stale_dvc_yaml_with_a_diff(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    render_dvc.write(tmp_path)
+    render_dvc.check(tmp_path)  # fresh: no error
+    text = (tmp_path / "params.yaml").read_text().replace(
+        "  vit: {dataset: synthocc, method: vit, overrides: {}}",
+        "  vit: {dataset: synthocc, method: vit, overrides: {}}\n  vit2: {dataset: synthocc, method: vit}")
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(OccreidError, match=r"stale[\s\S]*\+.*vit2") as err:
+        render_dvc.check(tmp_path)
+    assert "occreid dag --write" in err.value.fix
+
+
+@pytest.mark.parametrize("experiments, message", [
+    ({}, "non-empty mapping"),
+    ({"a.b": {"dataset": "synthocc", "method": "vit"}}, "may use only letters"),
+    ({"a": {"dataset": "nope", "method": "vit"}}, "'experiments.a.dataset' = 'nope' has no entry"),
+    ({"a": {"dataset": "synthocc", "method": "dpm"}}, "has no section under 'methods'"),
+    ({"a": {"dataset": "synthocc"}}, "with 'dataset' and 'method'"),
+    ({"a": {"dataset": "synthocc", "method": "vit", "override": {}}}, "unknown params key 'experiments.a.override'"),
+])
+def test_bad_experiments_are_errors_naming_the_key(experiments, message):
+    with pytest.raises(OccreidError, match=message):
+        reg.build_plan(params_with(experiments))
+
+
+def test_every_code_dependency_exists_and_commands_run_stage_modules():
+    for name in reg.ORDER:
+        stage = reg.STAGES.get(name)
+        assert stage.cmd.startswith(f"python -m stages.{name}")
+        for path in stage.code:
+            assert (ROOT / path).exists(), f"stage {name}: code dependency {path} does not exist"
+        assert stage.resources.cpus >= 1 and stage.resources.mem_mb > 0 and stage.resources.runtime > 0
