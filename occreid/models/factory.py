@@ -113,6 +113,12 @@ register_backbone(BackboneSpec(
     name="vit_tiny", family="vit", source="vit_base_patch16_224",
     arch=dict(embed_dim=96, depth=4, num_heads=4, patch_size=16), taps=(1, 2, 3, 4), drop_path=0.0,
 ))
+# The CPU demo's model: patch 8 gives a 8x4 grid on 64x32 crops (patch 16 gives only 4x2 tokens, too coarse
+# to learn part-level identity cues on synthocc from scratch).
+register_backbone(BackboneSpec(
+    name="vit_tiny_p8", family="vit", source="vit_base_patch16_224",
+    arch=dict(embed_dim=96, depth=4, num_heads=4, patch_size=8), taps=(1, 2, 3, 4), drop_path=0.0,
+))
 register_backbone(BackboneSpec(
     name="vit_small_patch16_224", family="vit", source="vit_small_patch16_224",
     taps=(2, 4, 10, 12), drop_path=0.1, default_tag="augreg_in21k_ft_in1k",
@@ -208,3 +214,21 @@ def _register_vit() -> None:
 
 
 _register_vit()
+
+
+def backbone_for(default: BackboneConfig | None, per_dataset: dict[str, BackboneConfig], dataset: str,
+                 section: str) -> BackboneConfig:
+    """The backbone a per-dataset stage (prompts, saliency) runs for ``dataset``: its entry in
+    ``<section>.dataset_backbones``, else ``<section>.backbone``.
+
+    Why per dataset: those outputs are shared by every experiment training on the dataset and must be made
+    with the same image encoder as theirs, and the CPU demo (clip_tiny on synthocc) lives in the same
+    params.yaml as the papers' settings (ViT-B/16 on the real datasets)."""
+    from occreid.errors import OccreidError
+
+    chosen = per_dataset.get(dataset, default)
+    if chosen is None:
+        raise OccreidError(f"'{section}' names no backbone for dataset '{dataset}'",
+                           fix=f"set {section}.backbone, or {section}.dataset_backbones.{dataset}, to the CLIP "
+                               "backbone of the experiments training on it")
+    return chosen
