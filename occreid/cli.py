@@ -3,6 +3,7 @@
     occreid dag [--write | --check]   show the DAG / render dvc.yaml from stages/registry.py / fail if stale
     occreid params check              validate params.yaml (what every stage does first)
     occreid where                     where the tables, metrics, models and the MLflow store are
+    occreid preset list | apply NAME  paper presets: list them / merge one into params.yaml, re-render dvc.yaml
     occreid prepare|train|evaluate|tables ...   run one stage (same as python -m stages.<name> ...)
 
 Why here and not in the stages: ``dvc repro`` and ``snakemake`` run the stages; these commands are for the
@@ -102,6 +103,34 @@ def cmd_where(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preset_list(args: argparse.Namespace) -> int:
+    from occreid.presets import list_presets
+
+    root = Path(args.root)
+    for name in list_presets(root / "workflow" / "presets"):
+        print(name)
+    return 0
+
+
+def cmd_preset_apply(args: argparse.Namespace) -> int:
+    """Merge a preset into params.yaml — only if the merged file passes the whole-file validation every stage
+    runs first (so a preset never leaves a params.yaml the pipeline refuses) — then re-render dvc.yaml, so
+    ``dvc repro`` sees the new experiments at once."""
+    from occreid.presets import apply_preset
+    from stages import render_dvc
+    from stages.common import validate
+
+    root = Path(args.root)
+    params_file = root / "params.yaml"
+    added = apply_preset(args.name, params_file, presets_dir=root / "workflow" / "presets",
+                         validate=lambda params: validate(params, params_file))
+    render_dvc.write(root)
+    experiments = ", ".join(added.get("experiments") or {}) or "none"
+    print(f"applied preset {args.name} to {params_file} (experiments: {experiments}); "
+          f"re-rendered {root / render_dvc.DVC_FILE}")
+    return 0
+
+
 def stage_runner(stage: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from stages.common import run as run_stage
@@ -133,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--root", default=".", help="project folder (default: .)")
     where.add_argument("--json", action="store_true", help="machine-readable output")
     where.set_defaults(func=cmd_where)
+
+    preset = sub.add_parser("preset", help="paper presets (workflow/presets/*.yaml)")
+    presub = preset.add_subparsers(dest="preset_command", required=True)
+    plist = presub.add_parser("list", help="list the presets")
+    plist.add_argument("--root", default=".", help="project folder (default: .)")
+    plist.set_defaults(func=cmd_preset_list)
+    papply = presub.add_parser("apply", help="merge a preset into params.yaml (validated) and re-render dvc.yaml")
+    papply.add_argument("name", help="a preset name (see `occreid preset list`) or a .yaml file")
+    papply.add_argument("--root", default=".", help="project folder (default: .)")
+    papply.set_defaults(func=cmd_preset_apply)
 
     for alias, stage in STAGE_ALIASES.items():
         p = sub.add_parser(alias, help=f"run stage {stage} (python -m stages.{stage} ARGS)", add_help=False)

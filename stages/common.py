@@ -36,6 +36,9 @@ SECTIONS: dict[str, str] = {
     "train": "occreid.engine.config:TrainConfig",
     "evaluate": "occreid.eval.config:EvalConfig",
     "tables": "occreid.reports:TablesConfig",
+    "prompts": "occreid.prompts:PromptsConfig",
+    "saliency": "occreid.saliency:SaliencyConfig",
+    "spt": "occreid.augment:SptConfig",
 }
 OVERRIDABLE = ("model", "train", "methods", "evaluate")  # sections an experiment's ``overrides`` may change
 RESOLVED = {"train": ("seed", "train"), "methods": ("model", "methods.{method}"), "evaluate": ("evaluate",)}
@@ -44,10 +47,13 @@ PREPARED_DIR = "data/prepared"  # where stages/registry.py expects prepare_data'
 
 @dataclass
 class ExperimentSpec:
-    """One entry of ``experiments``: which dataset, which method, and deep-merged section overrides."""
+    """One entry of ``experiments``: which dataset it trains on, which method, deep-merged section overrides,
+    and the dataset it is evaluated on (``test_dataset``; None: the training dataset — Occluded-REID is
+    only a test set, so its experiments train on market1501)."""
 
     dataset: str
     method: str
+    test_dataset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -123,10 +129,47 @@ def _validate(params: Mapping, source: str) -> None:
                 raise OccreidError(f"unknown params key '{where}'", path=source, fix=did_you_mean(section, OVERRIDABLE))
             if not isinstance(value, Mapping):
                 raise OccreidError(f"'{where}' must be a mapping", path=source)
-        resolve_sections(params, name, tuple(RESOLVED), source)
+        resolved = resolve_sections(params, name, tuple(RESOLVED), source)
+        check_method_inputs(params, name, spec, resolved["methods"], source)
     for job in build_plan(params, source).jobs:
         for key in job.params:
             lookup(params, key, source)
+
+
+INPUT_PATHS = ("text_features", "spt_partners")  # method inputs the train stage fills from the DAG
+NEED_SECTIONS = {"prompts": "prompts", "spt_sets": "saliency"}  # per-dataset stage → section naming its backbone
+
+
+def check_method_inputs(params: Mapping, name: str, spec: ExperimentSpec, cfg: Any, source: str) -> None:
+    """The per-dataset outputs a method trains on must fit it: its input paths are left to the train stage
+    (a hand-set path would be a dependency DVC does not track), and the prompts / saliency of its training
+    dataset are made with its backbone (same name, weights, input size and stride). Checked here so that a
+    mismatch fails before any stage runs, not when training loads the outputs."""
+    for field_ in INPUT_PATHS:
+        if getattr(cfg, field_, None) is not None:
+            raise OccreidError(f"experiment '{name}' sets methods.{spec.method}.{field_} = "
+                               f"{getattr(cfg, field_)!r}", path=source,
+                               fix="leave it null: the train stage fills it with the DAG's output for the "
+                                   "experiment's training dataset")
+    from occreid.prompts.store import MATCHING_KEYS  # what the methods check in the prompts' meta.json
+
+    from .registry import needs
+
+    mine = dataclasses.asdict(cfg.backbone) if hasattr(cfg, "backbone") else {}
+    for stage in needs(spec.method):
+        section = NEED_SECTIONS.get(stage)
+        if section is None:
+            continue
+        theirs = dataclasses.asdict(from_dict(schema(SECTIONS[section]), params.get(section), key=section,
+                                              source=source).backbone_of(spec.dataset))
+        diff = [k for k in MATCHING_KEYS if mine.get(k) != theirs.get(k)]
+        if diff:
+            detail = ", ".join(f"{k}: {section} {theirs[k]!r} vs experiment {mine.get(k)!r}" for k in diff)
+            raise OccreidError(
+                f"experiment '{name}' ({spec.method} on {spec.dataset}) uses another backbone than the {section} "
+                f"stage runs for {spec.dataset} ({detail})", path=source,
+                fix=f"set {section}.dataset_backbones.{spec.dataset} (or {section}.backbone) to the experiment's "
+                    f"backbone: one {stage} output per dataset serves every experiment training on it")
 
 
 def experiments_of_raw(params: Mapping, source: str) -> Mapping:

@@ -2,7 +2,8 @@
 
 Loads ``data/train/NAME/model.pt`` (the method is rebuilt from the config saved in it, so evaluation
 declares no model params), extracts query and gallery features (with the query masks a masked method gives),
-scores them with the experiment's ``evaluate`` section (overrides merged) for all queries and, when the
+on the experiment's ``test_dataset`` (default: its training dataset; Occluded-REID is tested with a
+Market-1501 model), scores them with the experiment's ``evaluate`` section (overrides merged) for all queries and, when the
 records say which queries are occluded, the occluded and whole-body subsets, then writes
 ``reports/eval/NAME/metrics.json`` (the contract of :mod:`occreid.reports.collect`) and ``ranks.npz`` and
 logs the metrics to MLflow. A user error prints its message and exits 2.
@@ -72,6 +73,7 @@ def evaluate(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     params = common.load("evaluate", experiment, params_path)
     spec = params.get(f"experiments.{experiment}")
     dataset, method_name = spec["dataset"], spec["method"]
+    test_dataset = spec.get("test_dataset") or dataset
     cfg = params.experiment(experiment, ("evaluate",))["evaluate"]
     tracking = params.section(TrackingConfig, "tracking")
 
@@ -86,7 +88,7 @@ def evaluate(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
                            source=MODELS / experiment / "model.pt")
     device = resolve_device(train_cfg.get("device", "auto"))
     method.to(device).eval()
-    splits = create_dataset(dataset, PREPARED / dataset, check_counts=False)  # prepare_data checked them
+    splits = create_dataset(test_dataset, PREPARED / test_dataset, check_counts=False)  # prepare_data checked them
 
     def embed(images, camids):
         with torch.no_grad():
@@ -104,11 +106,11 @@ def evaluate(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     result = evaluate_features(qf, gf, ids["query_pid"], ids["gallery_pid"], ids["query_camid"],
                                ids["gallery_camid"], cfg, q_mask=q_mask)
     masks = query_subsets([r.occluded for r in splits.query], cfg.subsets)
-    doc = metrics_document(experiment, dataset, method_name, result, masks, protocol=cfg.protocol,
+    doc = metrics_document(experiment, test_dataset, method_name, result, masks, protocol=cfg.protocol,
                            metric=cfg.metric, rerank=cfg.rerank, seconds=round(time.perf_counter() - start, 1))
     out = OUT / experiment
     with start_run(experiment, "evaluate", uri=tracking_uri(tracking.uri), enabled=tracking_enabled(tracking.enabled),
-                   config={"evaluate": to_dict(cfg)}, stage="evaluate", dataset=dataset,
+                   config={"evaluate": to_dict(cfg)}, stage="evaluate", dataset=test_dataset,
                    method=method_name) as run:
         write_json(out / "metrics.json", doc)
         save_ranks(out / "ranks.npz", result)  # rows: queries, gallery indices in the sorted split order

@@ -1,11 +1,12 @@
 """Stage ``prompts`` (CLIP-ReID stage 1): ``python -m stages.prompts --dataset NAME [--params params.yaml]``.
 
-Reads ``prompts`` (a :class:`~occreid.prompts.PromptsConfig`) and ``model`` (the CLIP backbone: a
-:class:`~occreid.models.factory.BackboneConfig` — name, pretrained, img_size, stride; it must be the one the
-``clipreid``/``dpmpp`` methods train with, which they check against ``meta.json``), loads the prepared
-training split of NAME from ``data/prepared/NAME``, learns one prompt per identity on frozen CLIP image
-features and writes ``data/prompts/NAME/`` with ``text_features.pt`` (num_ids × embed_dim), ``prompts.pt``
-and ``meta.json``. A user error prints its message and exits 2.
+Reads ``prompts`` (a :class:`~occreid.prompts.PromptsConfig`, through the declared-keys gate of
+:mod:`stages.common`) — its ``backbone`` (or ``dataset_backbones.NAME``) is the frozen CLIP image encoder,
+which must be the one the ``clipreid``/``dpmpp`` experiments training on NAME use (params validation checks
+it; the methods check ``meta.json`` again) — loads the prepared training split of NAME from
+``data/prepared/NAME``, learns one prompt per identity on frozen CLIP image features and writes
+``data/prompts/NAME/`` with ``text_features.pt`` (num_ids × embed_dim), ``prompts.pt`` and ``meta.json``.
+A user error prints its message and exits 2.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +27,8 @@ from occreid.errors import OccreidError
 from occreid.models.clip_backbone import ClipImageBackbone, clip_backbone_names, load_clip
 from occreid.models.factory import BACKBONES, BackboneConfig
 from occreid.prompts import PromptsConfig, learn_prompts, write_prompts
-from stages.params import PARAMS_FILE, from_dict, read_yaml
+from stages import common
+from stages.params import PARAMS_FILE
 
 log = logging.getLogger("stages.prompts")
 MODEL_SCHEMA = BackboneConfig  # the ``model`` section: the backbone engineer's config dataclass
@@ -35,14 +36,16 @@ PREPARED = Path("data/prepared")
 OUT = Path("data/prompts")
 
 
-def load_params(params: dict, path: str | Path) -> tuple[PromptsConfig, BackboneConfig]:
-    """The typed ``prompts`` and ``model`` sections (unknown or mistyped keys are errors)."""
-    cfg = from_dict(PromptsConfig, params.get("prompts"), key="prompts", source=path)
-    model = from_dict(MODEL_SCHEMA, params.get("model"), key="model", source=path)
+def load_params(dataset: str, path: str | Path = PARAMS_FILE) -> tuple[PromptsConfig, BackboneConfig]:
+    """The typed ``prompts`` section and the CLIP backbone it names for ``dataset`` (after validating the
+    whole params file)."""
+    params = common.load("prompts", dataset, path)
+    cfg = params.section(PromptsConfig, "prompts")
+    model = cfg.backbone_of(dataset)
     if model.name not in BACKBONES or BACKBONES.get(model.name).family != "clip":
         raise OccreidError(
-            f"model.name '{model.name}' is not a CLIP backbone: prompts need CLIP's text tower",
-            path=path, fix=f"use one of {clip_backbone_names()}",
+            f"the prompts backbone for {dataset} ('{model.name}') is not a CLIP backbone: prompts need CLIP's "
+            "text tower", path=path, fix=f"use one of {clip_backbone_names()}",
         )
     return cfg, model
 
@@ -82,21 +85,16 @@ def run(dataset: str, cfg: PromptsConfig, model: BackboneConfig, *, prepared: Pa
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.prompts", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS.names())}")
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg, model = load_params(read_yaml(args.params), args.params)
-        run(args.dataset, cfg, model, device=args.device)
-    except OccreidError as e:
-        print(f"prompts: {e.message}", file=sys.stderr)
-        return 2
-    return 0
+    DATASETS.get(args.dataset)  # a clearer message than "no job prompts@..." for a typo
+    cfg, model = load_params(args.dataset, args.params)
+    run(args.dataset, cfg, model, device=args.device)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(main)

@@ -5,7 +5,8 @@ Both engines are generated from this module, so they cannot drift apart: ``occre
 a loop. :mod:`stages.common` gives a running stage exactly the params keys declared here, so DVC's params
 tracking is exact (an evaluation knob re-runs evaluation and tables only).
 
-Templates use ``{dataset}``, ``{experiment}`` and ``{method}``. A stage fans out over ``"experiment"``
+Templates use ``{dataset}``, ``{experiment}``, ``{method}`` and ``{test_dataset}`` (the dataset an experiment
+is evaluated on: its optional ``test_dataset`` key, by default its training ``dataset``). A stage fans out over ``"experiment"``
 (one job per entry of ``params.yaml: experiments``), over ``"dataset"`` (one job per dataset that some job
 needs, found by walking the dependencies backwards, so datasets no experiment uses are not prepared), or
 not at all (``None``). A dependency template naming a placeholder the job does not have (``{experiment}`` in
@@ -91,6 +92,42 @@ declare(Stage(
     resources=Resources(cpus=1, mem_mb=4000, runtime=60),
 ))
 
+# CLIP-ReID stage 1: per-identity text features of a dataset's training split (clipreid, dpmpp).
+declare(Stage(
+    name="prompts",
+    cmd="python -m stages.prompts --dataset {dataset}",
+    fanout="dataset",
+    deps=("data/prepared/{dataset}",),
+    code=("stages/prompts.py", "occreid/prompts", "occreid/models"),
+    outs=(Out("data/prompts/{dataset}", directory=True),),
+    params=("prompts",),  # its CLIP backbone is prompts.backbone / prompts.dataset_backbones.<dataset>
+    resources=Resources(cpus=4, mem_mb=16000, gpus=1, runtime=120),
+))
+
+# Per-patch saliency of the training split: the person masks SPT's partner tables are built from.
+declare(Stage(
+    name="saliency",
+    cmd="python -m stages.saliency --dataset {dataset}",
+    fanout="dataset",
+    deps=("data/prepared/{dataset}",),
+    code=("stages/saliency.py", "occreid/saliency", "occreid/models"),
+    outs=(Out("data/saliency/{dataset}", directory=True),),
+    params=("saliency",),
+    resources=Resources(cpus=4, mem_mb=8000, gpus=1, runtime=60),
+))
+
+# SPT partner tables (OIoU) from the saliency masks (dpmpp's saliency-guided patch transfer).
+declare(Stage(
+    name="spt_sets",
+    cmd="python -m stages.spt_sets --dataset {dataset}",
+    fanout="dataset",
+    deps=("data/prepared/{dataset}", "data/saliency/{dataset}"),
+    code=("stages/spt_sets.py", "occreid/augment", "occreid/saliency"),
+    outs=(Out("data/spt/{dataset}", directory=True),),
+    params=("spt",),
+    resources=Resources(cpus=2, mem_mb=8000, runtime=60),
+))
+
 declare(Stage(
     name="train",
     cmd="python -m stages.train --experiment {experiment}",
@@ -114,7 +151,7 @@ declare(Stage(
     name="evaluate",
     cmd="python -m stages.evaluate --experiment {experiment}",
     fanout="experiment",
-    deps=("data/prepared/{dataset}", "data/train/{experiment}/model.pt"),
+    deps=("data/prepared/{test_dataset}", "data/train/{experiment}/model.pt"),
     code=("stages/evaluate.py", "occreid/eval", "occreid/methods", "occreid/models", "occreid/data"),
     outs=(
         Out("reports/eval/{experiment}/metrics.json", cache=False, metric=True),
@@ -137,8 +174,8 @@ declare(Stage(
 ))
 
 # Per-dataset stages each method needs before training (besides prepare_data, which every experiment
-# needs). A method absent here needs none. Later: "clipreid": ("prompts",), "dpmpp": ("prompts", "spt_sets").
-METHOD_NEEDS: dict[str, tuple[str, ...]] = {}
+# needs), run on the experiment's training dataset. A method absent here needs none.
+METHOD_NEEDS: dict[str, tuple[str, ...]] = {"clipreid": ("prompts",), "dpmpp": ("prompts", "spt_sets")}
 
 
 def placeholders(template: str) -> set[str]:
@@ -170,12 +207,26 @@ class Experiment:
     name: str
     dataset: str
     method: str
+    test_dataset: str = ""  # "" = dataset
+
+    def __post_init__(self) -> None:
+        if not self.test_dataset:
+            object.__setattr__(self, "test_dataset", self.dataset)
+
+    @property
+    def ctx(self) -> dict[str, str]:
+        """Template placeholder values of this experiment's jobs."""
+        return {"experiment": self.name, "dataset": self.dataset, "method": self.method,
+                "test_dataset": self.test_dataset}
+
+
+EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides")
 
 
 def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Experiment]:
-    """Read ``experiments`` (name → {dataset, method, overrides}) with the checks the DAG needs: names are
-    safe, each dataset has a ``datasets`` entry and each method a ``methods`` section (DVC tracks
-    ``methods.<method>`` and ``datasets.<dataset>`` by name, so they must exist)."""
+    """Read ``experiments`` (name → {dataset, method, test_dataset, overrides}) with the checks the DAG needs:
+    names are safe, each (test) dataset has a ``datasets`` entry and each method a ``methods`` section (DVC
+    tracks ``methods.<method>`` and ``datasets.<dataset>`` by name, so they must exist)."""
     exps = params.get("experiments")
     if not isinstance(exps, Mapping) or not exps:
         raise OccreidError("'experiments' must be a non-empty mapping name → {dataset, method, overrides}",
@@ -191,22 +242,24 @@ def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Ex
         if not isinstance(spec, Mapping) or not {"dataset", "method"} <= set(spec):
             raise OccreidError(f"'{where}' must be a mapping with 'dataset' and 'method' (and optional 'overrides')",
                                path=source)
-        unknown = set(spec) - {"dataset", "method", "overrides"}
+        unknown = set(spec) - set(EXPERIMENT_KEYS)
         if unknown:
             key = sorted(unknown)[0]
             raise OccreidError(f"unknown params key '{where}.{key}'", path=source,
-                               fix=did_you_mean(key, ["dataset", "method", "overrides"]))
-        if spec["dataset"] not in datasets:
-            raise OccreidError(f"'{where}.dataset' = {spec['dataset']!r} has no entry under 'datasets'",
-                               path=source, fix=did_you_mean(str(spec["dataset"]), datasets))
+                               fix=did_you_mean(key, EXPERIMENT_KEYS))
+        test = spec.get("test_dataset") or spec["dataset"]  # null / absent: evaluated on its training dataset
+        for field_, value in (("dataset", spec["dataset"]), ("test_dataset", test)):
+            if value not in datasets:
+                raise OccreidError(f"'{where}.{field_}' = {value!r} has no entry under 'datasets'",
+                                   path=source, fix=did_you_mean(str(value), datasets))
+            if not NAME_RE.match(str(value)):
+                raise OccreidError(f"dataset name {value!r} may use only letters, digits, '_' and '-'",
+                                   path=source)
         if spec["method"] not in methods:
             raise OccreidError(f"'{where}.method' = {spec['method']!r} has no section under 'methods'",
                                path=source, fix=f"add '{spec['method']}: {{}}' under 'methods', or "
                                                 + did_you_mean(str(spec["method"]), methods))
-        if not NAME_RE.match(str(spec["dataset"])):
-            raise OccreidError(f"dataset name {spec['dataset']!r} may use only letters, digits, '_' and '-'",
-                               path=source)
-        out[name] = Experiment(name, spec["dataset"], spec["method"])
+        out[name] = Experiment(name, spec["dataset"], spec["method"], test)
     return out
 
 
@@ -287,8 +340,7 @@ def _deps(stage: Stage, ctx: Mapping[str, str], exps: Mapping[str, Experiment]) 
         if placeholders(template) <= set(ctx):
             paths.append(fill(template, ctx))
         else:
-            paths += [fill(template, {"experiment": e.name, "dataset": e.dataset, "method": e.method, **ctx})
-                      for e in exps.values()]
+            paths += [fill(template, {**e.ctx, **ctx}) for e in exps.values()]
     if stage.method_needs:
         paths += need_paths(ctx["method"], ctx["dataset"])
     return sorted(set(paths))
@@ -309,7 +361,7 @@ def build_plan(params: Mapping, source: str = "params.yaml") -> Plan:
         stage = STAGES.get(name)
         if stage.fanout == "experiment":
             for e in exps.values():
-                ctx = {"experiment": e.name, "dataset": e.dataset, "method": e.method}
+                ctx = e.ctx
                 jobs[f"{name}@{e.name}"] = Job(stage, e.name, ctx, tuple(_deps(stage, ctx, exps)))
         elif stage.fanout is None:
             jobs[name] = Job(stage, None, {}, tuple(_deps(stage, {}, exps)))

@@ -2,7 +2,7 @@
 
 dvc.yaml is generated rather than written by hand so that it cannot drift from the Snakefile, which reads
 the same registry. Fan-out stages become DVC ``foreach`` stages over a literal mapping (experiments:
-name → {dataset, method}) or list (datasets), so DVC names the jobs ``train@vit`` and
+name → {dataset, test_dataset, method}) or list (datasets), so DVC names the jobs ``train@vit`` and
 ``prepare_data@synthocc`` and tracks each one's params exactly (``experiments.vit``, ``methods.vit``).
 
 DVC only interpolates strings into ``deps`` (never a list), so a method's extra per-dataset inputs are
@@ -56,12 +56,13 @@ def _outs(stage: Stage, subst: dict[str, str]) -> list[Any]:
 def _stage_doc(plan: Plan, stage: Stage) -> dict[str, Any]:
     jobs = plan.jobs_of(stage.name)
     if stage.fanout == "experiment":
-        subst = {"experiment": "${key}", "dataset": "${item.dataset}", "method": "${item.method}"}
+        subst = {"experiment": "${key}", "dataset": "${item.dataset}", "method": "${item.method}",
+                 "test_dataset": "${item.test_dataset}"}
         extra = {j.key: need_paths(j.ctx["method"], j.ctx["dataset"]) if stage.method_needs else [] for j in jobs}
         slots = max((len(v) for v in extra.values()), default=0)
         foreach: Any = {}
         for j in jobs:
-            item = {"dataset": j.ctx["dataset"], "method": j.ctx["method"]}
+            item = {"dataset": j.ctx["dataset"], "test_dataset": j.ctx["test_dataset"], "method": j.ctx["method"]}
             padded = extra[j.key] + [fill(stage.deps[0], j.ctx)] * (slots - len(extra[j.key]))
             item.update({f"need{i + 1}": p for i, p in enumerate(padded)})
             foreach[j.key] = item

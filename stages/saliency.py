@@ -1,8 +1,9 @@
 """Stage ``saliency``: ``python -m stages.saliency --dataset NAME [--params params.yaml] [--device auto]``.
 
 Reads ``saliency`` (a :class:`~occreid.saliency.SaliencyConfig`: backend classical | attention | sps, image
-size, grid, backend knobs) and ``model`` (the :class:`~occreid.models.factory.BackboneConfig` whose patch
-grid the maps live on, and which the attention/sps backends run), computes the per-patch saliency of the
+size, grid, backend knobs, and ``backbone`` / ``dataset_backbones.NAME``: the backbone whose patch grid the
+maps live on and which the attention/sps backends run — the one of the dpmpp experiments training on NAME)
+through the declared-keys gate of :mod:`stages.common`, computes the per-patch saliency of the
 training split of ``data/prepared/NAME`` and writes ``data/saliency/NAME/``: ``saliency.npz`` (float16
 maps [N, h, w], relative image paths, patch geometry, backend), ``overlay.png`` (images beside their
 heat-maps) and ``saliency.json`` (summary). A user error prints its message and exits 2.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +24,19 @@ from occreid.models.factory import BackboneConfig
 from occreid.saliency import SaliencyConfig, compute_saliency, load_rgb, overlay_sheet, save_png, save_saliency
 from occreid.saliency.geometry import PatchGeometry
 from occreid.saliency.store import evenly_spaced
-from stages.params import PARAMS_FILE, from_dict, read_yaml
+from stages import common
+from stages.params import PARAMS_FILE
 
 log = logging.getLogger("stages.saliency")
 PREPARED = Path("data/prepared")
 OUT = Path("data/saliency")
 
 
-def load_params(params: dict, path: str | Path) -> tuple[SaliencyConfig, BackboneConfig]:
-    """The typed ``saliency`` and ``model`` sections (unknown or mistyped keys and bad values are errors)."""
-    try:
-        cfg = from_dict(SaliencyConfig, params.get("saliency"), key="saliency", source=path)
-        model = from_dict(BackboneConfig, params.get("model"), key="model", source=path)
-    except OccreidError as e:  # value checks in __post_init__ do not know the file
-        raise OccreidError(e.problem, path=e.path or path, fix=e.fix) from None
-    return cfg, model
+def load_params(dataset: str, path: str | Path = PARAMS_FILE) -> tuple[SaliencyConfig, BackboneConfig]:
+    """The typed ``saliency`` section and the backbone it names for ``dataset`` (after validating the whole
+    params file)."""
+    cfg = common.load("saliency", dataset, path).section(SaliencyConfig, "saliency")
+    return cfg, cfg.backbone_of(dataset)
 
 
 def summary(maps: np.ndarray, dataset: str, backend: str, geometry: PatchGeometry) -> dict:
@@ -73,7 +71,7 @@ def run(dataset: str, cfg: SaliencyConfig, model: BackboneConfig, *, prepared: P
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.saliency", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS.names())}")
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
@@ -81,15 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepared", default=str(PREPARED), help=argparse.SUPPRESS)  # tests: other roots
     parser.add_argument("--out", default=str(OUT), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg, model = load_params(read_yaml(args.params), args.params)
-        run(args.dataset, cfg, model, prepared=Path(args.prepared), out_root=Path(args.out), device=args.device)
-    except OccreidError as e:
-        print(f"saliency: {e.message}", file=sys.stderr)
-        return 2
-    return 0
+    DATASETS.get(args.dataset)  # a clearer message than "no job saliency@..." for a typo
+    cfg, model = load_params(args.dataset, args.params)
+    run(args.dataset, cfg, model, prepared=Path(args.prepared), out_root=Path(args.out), device=args.device)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(main)

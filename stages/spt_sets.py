@@ -1,7 +1,7 @@
 """Stage ``spt_sets``: ``python -m stages.spt_sets --dataset NAME [--params params.yaml]``.
 
 Reads ``spt`` (an :class:`~occreid.augment.SptConfig`: binarising threshold, OIoU threshold α1, rolling
-threshold α2, max_roll, candidates, seed), the saliency of ``data/saliency/NAME/saliency.npz`` and the
+threshold α2, max_roll, candidates, seed; through the declared-keys gate of :mod:`stages.common`), the saliency of ``data/saliency/NAME/saliency.npz`` and the
 training split of ``data/prepared/NAME``; binarises the maps into person masks, builds the OIoU partner
 table and writes ``data/spt/NAME/``: ``partners.npz`` (partner table + packed masks + geometry + paths +
 pids: all a training run needs), ``transfer_sheet.png`` (rows: source i | partner j | j's pasted region |
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,8 @@ from occreid.errors import OccreidError
 from occreid.io import write_json
 from occreid.saliency import load_rgb, load_saliency, save_png
 from occreid.saliency.store import evenly_spaced, relative_paths
-from stages.params import PARAMS_FILE, from_dict, read_yaml
+from stages import common
+from stages.params import PARAMS_FILE
 
 log = logging.getLogger("stages.spt_sets")
 PREPARED = Path("data/prepared")
@@ -33,12 +33,9 @@ SALIENCY = Path("data/saliency")
 OUT = Path("data/spt")
 
 
-def load_params(params: dict, path: str | Path) -> SptConfig:
-    """The typed ``spt`` section (unknown or mistyped keys and bad values are errors naming the file)."""
-    try:
-        return from_dict(SptConfig, params.get("spt"), key="spt", source=path)
-    except OccreidError as e:  # value checks in __post_init__ do not know the file
-        raise OccreidError(e.problem, path=e.path or path, fix=e.fix) from None
+def load_params(dataset: str, path: str | Path = PARAMS_FILE) -> SptConfig:
+    """The typed ``spt`` section (after validating the whole params file)."""
+    return common.load("spt_sets", dataset, path).section(SptConfig, "spt")
 
 
 def summary(sets: SptSets, dataset: str) -> dict:
@@ -96,7 +93,7 @@ def run(dataset: str, cfg: SptConfig, *, prepared: Path = PREPARED, saliency_roo
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.spt_sets", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS.names())}")
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
@@ -104,16 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saliency", default=str(SALIENCY), help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(OUT), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_params(read_yaml(args.params), args.params)
-        run(args.dataset, cfg, prepared=Path(args.prepared), saliency_root=Path(args.saliency),
-            out_root=Path(args.out))
-    except OccreidError as e:
-        print(f"spt_sets: {e.message}", file=sys.stderr)
-        return 2
-    return 0
+    DATASETS.get(args.dataset)  # a clearer message than "no job spt_sets@..." for a typo
+    cfg = load_params(args.dataset, args.params)
+    run(args.dataset, cfg, prepared=Path(args.prepared), saliency_root=Path(args.saliency), out_root=Path(args.out))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(main)

@@ -21,10 +21,30 @@ from pathlib import Path
 
 from stages import common
 from stages.params import PARAMS_FILE
+from stages.registry import STAGES
 
 log = logging.getLogger("occreid.stages.train")
 PREPARED = Path(common.PREPARED_DIR)
 OUT = Path("data/train")
+# Method inputs made by per-dataset stages (stages/registry.py METHOD_NEEDS), filled from the experiment's
+# training dataset: field of the method config → the output folder (template) of the stage making it.
+METHOD_INPUTS = {"text_features": STAGES.get("prompts").outs[0].path,
+                 "spt_partners": STAGES.get("spt_sets").outs[0].path}
+
+
+def with_inputs(method_cfg, dataset: str):
+    """The method config with its DAG inputs (prompts, partner table) pointing at ``dataset``'s outputs —
+    exactly the folders stages/registry.py makes train depend on. Fields a method does not have are left."""
+    names = {f.name for f in dataclasses.fields(method_cfg)}
+    return dataclasses.replace(method_cfg, **{k: v.format(dataset=dataset) for k, v in METHOD_INPUTS.items()
+                                              if k in names})
+
+
+def without_inputs(method_cfg):
+    """The config saved in model.pt: input paths cleared, since what they held is in the weights (the text
+    features are buffers), so evaluation rebuilds the model without the prompts or partner folders."""
+    names = {f.name for f in dataclasses.fields(method_cfg)}
+    return dataclasses.replace(method_cfg, **{k: None for k in METHOD_INPUTS if k in names})
 
 
 def history_csv(history: list[dict]) -> str:
@@ -72,20 +92,21 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     spec = params.get(f"experiments.{experiment}")
     dataset, method_name = spec["dataset"], spec["method"]
     resolved = params.experiment(experiment, ("methods", "train"))
-    method_cfg, train_cfg = resolved["methods"], resolved["train"]
+    method_cfg, train_cfg = with_inputs(resolved["methods"], dataset), resolved["train"]
     tracking = params.section(TrackingConfig, "tracking")
 
     splits = create_dataset(dataset, PREPARED / dataset, check_counts=False)  # prepare_data checked them
     seed_everything(train_cfg.seed, train_cfg.deterministic)  # before building: a reproducible init
     method = create_method(method_name, method_cfg, splits.num_train_pids, splits.num_cams)
     config = {"experiment": experiment, "dataset": dataset, "method": method_name,
-              "methods": {method_name: dataclasses.asdict(method_cfg)}, "train": dataclasses.asdict(train_cfg)}
+              "methods": {method_name: dataclasses.asdict(without_inputs(method_cfg))}, "train": dataclasses.asdict(train_cfg)}
     out = OUT / experiment
     start = time.perf_counter()
     with start_run(experiment, "train", uri=tracking_uri(tracking.uri), enabled=tracking_enabled(tracking.enabled),
                    config=config, stage="train", dataset=dataset, method=method_name) as run:
         history = fit(method, splits, train_cfg, out, callbacks=[MlflowCallback(run, log_config=False)])
         metrics = summary(history, time.perf_counter() - start)
+        method.cfg = without_inputs(method.cfg)  # model.pt must not point at the prompts / partner folders
         save_model(out / "model.pt", method, config)
         write_text(out / "history.csv", history_csv(history))
         write_json(out / "train_metrics.json", metrics)

@@ -22,8 +22,12 @@ BIN = Path(sys.executable).parent
 COPY = ("stages", "occreid", "workflow", "Snakefile", "params.yaml", ".dvcignore", "environment.yml", "pyproject.toml")
 
 
+TINY_EXPERIMENTS = ("vit", "clipreid", "dpm", "dpmpp")  # one per method: every stage runs, no ablation rows
+
+
 def tiny(params: dict) -> dict:
-    """The demo shrunk to seconds: 8 + 8 identities, 64x32 images, one epoch of a few batches."""
+    """The demo shrunk to seconds: 8 + 8 identities, 64x32 images, one epoch of a few batches, one experiment
+    per method (the ablation rows and their tables left out), two prompt-learning epochs."""
     gen = params["datasets"]["synthocc"]["generator"]
     gen.update(num_train_ids=8, num_test_ids=8, images_per_id=6, queries_per_id=1, num_cameras=3, height=64,
                width=32, contact_sheet_ids=2, contact_sheet_gallery=2)
@@ -33,6 +37,12 @@ def tiny(params: dict) -> dict:
     train["transforms"]["size"] = [64, 32]
     train["transforms"]["pad"] = 2
     params["evaluate"]["max_rank"] = 10
+    params["experiments"] = {k: v for k, v in params["experiments"].items() if k in TINY_EXPERIMENTS}
+    tables = params["tables"]["tables"]
+    params["tables"]["tables"] = [t for t in tables if set(t.get("rows") or []) <= set(TINY_EXPERIMENTS)]
+    params["prompts"].update(epochs=2, warmup_epochs=1)
+    params["saliency"]["overlay_images"] = 2
+    params["spt"]["sheet_samples"] = 2
     return params
 
 

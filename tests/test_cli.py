@@ -38,17 +38,22 @@ def test_dag_write_then_check_then_stale(project, capsys):
 
 def test_dag_lists_jobs_with_their_upstream(project, capsys):
     assert main(["dag"]) == 0
-    assert capsys.readouterr().out.splitlines() == [
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [
         "prepare_data@synthocc",
-        "train@vit  <- prepare_data@synthocc",
-        "evaluate@vit  <- prepare_data@synthocc, train@vit",
-        "tables  <- evaluate@vit",
+        "prompts@synthocc  <- prepare_data@synthocc",
+        "saliency@synthocc  <- prepare_data@synthocc",
+        "spt_sets@synthocc  <- prepare_data@synthocc, saliency@synthocc",
     ]
+    assert "train@vit  <- prepare_data@synthocc" in lines
+    assert "train@dpmpp  <- prepare_data@synthocc, prompts@synthocc, spt_sets@synthocc" in lines
+    assert "evaluate@vit  <- prepare_data@synthocc, train@vit" in lines
+    assert lines[-1].startswith("tables  <- evaluate@clipreid, evaluate@dpm, ") and len(lines) == 23
 
 
 def test_params_check_ok_and_error_exit_2(project, capsys):
     assert main(["params", "check"]) == 0
-    assert capsys.readouterr().out.strip() == "params.yaml: OK (1 experiment(s), 4 job(s))"
+    assert capsys.readouterr().out.strip() == "params.yaml: OK (9 experiment(s), 23 job(s))"
     text = (project / "params.yaml").read_text().replace("  epochs:", "  epochz:")
     (project / "params.yaml").write_text(text)
     assert main(["params", "check"]) == 2
@@ -61,10 +66,11 @@ def test_where_names_tables_metrics_models_and_the_mlflow_store(project, capsys)
     (project / "reports" / "eval" / "vit" / "metrics.json").write_text("{}")
     assert main(["where", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info == {
+    assert info["metrics"][-1] == "reports/eval/vit/metrics.json"  # built: no "(not yet built)"
+    assert info["metrics"][0] == "reports/eval/clipreid/metrics.json   (not yet built)" and len(info["metrics"]) == 9
+    assert "data/train/dpmpp/model.pt   (not yet built)" in info["models"]
+    assert {k: v for k, v in info.items() if k not in ("metrics", "models")} == {
         "tables": ["reports/tables/index.md   (not yet built)"],
-        "metrics": ["reports/eval/vit/metrics.json"],
-        "models": ["data/train/vit/model.pt   (not yet built)"],
         "mlflow": {"uri": "sqlite:////tmp/some/mlflow.db",
                    "ui": "mlflow ui --backend-store-uri sqlite:////tmp/some/mlflow.db"},
     }

@@ -19,7 +19,10 @@ from dag_fixtures import project_copy, run
 from stages.params import read_yaml
 
 pytestmark = pytest.mark.slow
-ALL_JOBS = ["prepare_data@synthocc", "train@vit", "evaluate@vit", "tables"]
+from dag_fixtures import TINY_EXPERIMENTS
+
+ALL_JOBS = sorted(["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", "spt_sets@synthocc", "tables"]
+                  + [f"{s}@{e}" for s in ("train", "evaluate") for e in TINY_EXPERIMENTS])
 
 
 def ran(output: str) -> list[str]:
@@ -32,22 +35,38 @@ def files(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".snakemake_timestamp"}
 
 
-def results(project: Path) -> dict:
-    metrics = json.loads((project / "reports/eval/vit/metrics.json").read_text())
+def results(project: Path, experiment: str = "vit") -> dict:
+    metrics = json.loads((project / f"reports/eval/{experiment}/metrics.json").read_text())
+    train = json.loads((project / f"data/train/{experiment}/train_metrics.json").read_text())
     return {"subsets": metrics["subsets"], "cmc": metrics["cmc"],
-            "train": {k: v for k, v in json.loads((project / "data/train/vit/train_metrics.json").read_text()).items()
-                      if k not in ("seconds", "images_per_s")}}
+            "train": {k: v for k, v in train.items() if k not in ("seconds", "images_per_s")}}
+
+
+def in_dependency_order(order: list[str], project: Path) -> bool:
+    """Every job ran after the jobs it depends on."""
+    from stages.registry import build_plan
+
+    pos = {j: i for i, j in enumerate(order)}
+    return all(pos[u] < pos[v] for u, v in build_plan(read_yaml(project / "params.yaml")).edges())
 
 
 def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
     dvc = project_copy(tmp_path / "dvc")
     run(["dvc", "init", "--no-scm", "-q"], dvc)
     first = run(["dvc", "repro"], dvc)
-    assert ran(first.stdout) == ALL_JOBS
+    assert sorted(ran(first.stdout)) == ALL_JOBS and in_dependency_order(ran(first.stdout), dvc)
     assert (dvc / "reports/tables/index.md").is_file() and (dvc / "reports/eval/vit/ranks.npz").is_file()
     assert set(yaml.safe_load((dvc / "dvc.lock").read_text())["stages"]) == set(ALL_JOBS)
     expected = results(dvc)
     assert 0.0 <= expected["subsets"]["all"]["mAP"] <= 1.0 and expected["train"]["epochs"] == 1
+    for experiment in TINY_EXPERIMENTS:  # every method trained and was evaluated on occluded/whole-body queries
+        assert set(results(dvc, experiment)["subsets"]) == {"all", "occluded", "whole_body"}, experiment
+    import torch  # model.pt of a CLIP method does not point at the prompts / partner folders any more
+
+    saved = json.loads(torch.load(dvc / "data/train/dpmpp/model.pt", weights_only=True)["method_config"])
+    assert saved["text_features"] is None and saved["spt_partners"] is None
+    main_table = (dvc / "reports/tables/main.md").read_text()
+    assert all(label in main_table for label in ("CLIP-ReID", "DPM++", "ViT baseline"))
 
     start = time.perf_counter()
     again = run(["dvc", "repro"], dvc)
@@ -56,7 +75,8 @@ def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
     params = read_yaml(dvc / "params.yaml")
     params["evaluate"]["max_rank"] = 5  # evaluation-only: a shorter CMC curve
     (dvc / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(run(["dvc", "repro"], dvc).stdout) == ["evaluate@vit", "tables"]
+    assert sorted(ran(run(["dvc", "repro"], dvc).stdout)) == sorted(
+        [f"evaluate@{e}" for e in TINY_EXPERIMENTS] + ["tables"])
     shorter = results(dvc)
     assert shorter["train"] == expected["train"] and shorter["cmc"]["all"] == expected["cmc"]["all"][:5]
 
@@ -64,5 +84,7 @@ def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
     run(["snakemake", "-c2"], smk)
     assert files(smk / "data/prepared/synthocc") == files(dvc / "data/prepared/synthocc")
     assert results(smk) == expected
+    for experiment in ("clipreid", "dpmpp"):  # the CLIP methods read the prompts / partner tables
+        assert results(smk, experiment)["train"] == results(dvc, experiment)["train"], experiment
     assert sorted(p.name for p in (smk / "reports/tables").iterdir() if p.name != ".snakemake_timestamp") == \
         sorted(p.name for p in (dvc / "reports/tables").iterdir())

@@ -137,6 +137,28 @@ def test_dvc_and_snakemake_build_the_registry_graph(dvc_repo):
     assert snakemake_graph(dvc_repo) == (jobs, plan.edges())
 
 
+# The CLIP methods' per-dataset stages and a cross-dataset test (Occluded-REID with a Market-1501 model).
+WITH_NEEDS = {
+    "vit": {"dataset": "synthocc", "method": "vit"},
+    "clip": {"dataset": "market1501", "method": "clipreid"},
+    "pp_occ": {"dataset": "market1501", "test_dataset": "occluded_reid", "method": "dpmpp"},
+}
+
+
+def test_dvc_and_snakemake_agree_on_method_needs_and_test_datasets(tmp_path):
+    repo = stub_repo(tmp_path / "repo", WITH_NEEDS)
+    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], repo)
+    plan = reg.build_plan(read_yaml(repo / "params.yaml"))
+    jobs = {j.id for j in plan.jobs}
+    assert {j for j in jobs if "@" in j and j.split("@")[0] in ("prepare_data", "prompts", "saliency", "spt_sets")} \
+        == {"prepare_data@synthocc", "prepare_data@market1501", "prepare_data@occluded_reid", "prompts@market1501",
+            "saliency@market1501", "spt_sets@market1501"}
+    assert ("prepare_data@occluded_reid", "evaluate@pp_occ") in plan.edges()
+    assert ("prepare_data@market1501", "evaluate@pp_occ") not in plan.edges()
+    assert dvc_graph(repo) == (jobs, plan.edges())
+    assert snakemake_graph(repo) == (jobs, plan.edges())
+
+
 def test_snakemake_lint_is_clean(dvc_repo):
     proc = run([str(BIN / "snakemake"), "--lint"], dvc_repo)
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr

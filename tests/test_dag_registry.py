@@ -20,23 +20,57 @@ def params_with(experiments: dict, datasets=("synthocc", "market1501"), methods=
     return {"datasets": {d: {} for d in datasets}, "methods": {m: {} for m in methods}, "experiments": experiments}
 
 
+DEMO_EXPERIMENTS = ["clipreid", "dpm", "dpm_t3_baseline", "dpm_t3_dpm", "dpm_t3_dpm_hr", "dpmpp", "dpmpp_no_anchor",
+                    "dpmpp_no_spt", "vit"]
+
+
 def test_demo_plan_jobs_edges_and_params_keys():
     plan = reg.build_plan(read_yaml(ROOT / "params.yaml"))
-    assert [j.id for j in plan.jobs] == ["prepare_data@synthocc", "train@vit", "evaluate@vit", "tables"]
-    assert plan.edges() == {
-        ("prepare_data@synthocc", "train@vit"), ("prepare_data@synthocc", "evaluate@vit"),
-        ("train@vit", "evaluate@vit"), ("evaluate@vit", "tables"),
-    }
+    assert [j.id for j in plan.jobs] == (
+        ["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", "spt_sets@synthocc"]
+        + [f"train@{e}" for e in DEMO_EXPERIMENTS] + [f"evaluate@{e}" for e in DEMO_EXPERIMENTS] + ["tables"])
+    edges = plan.edges()
+    assert ("prompts@synthocc", "train@clipreid") in edges and ("spt_sets@synthocc", "train@dpmpp") in edges
+    assert ("saliency@synthocc", "spt_sets@synthocc") in edges
+    # a method depends only on the per-dataset stages it needs
+    assert {u for u, v in edges if v == "train@vit"} == {"prepare_data@synthocc"}
+    assert {u for u, v in edges if v == "train@dpm"} == {"prepare_data@synthocc"}
+    assert {u for u, v in edges if v == "train@clipreid"} == {"prepare_data@synthocc", "prompts@synthocc"}
+    assert {u for u, v in edges if v == "train@dpmpp_no_spt"} == {"prepare_data@synthocc", "prompts@synthocc",
+                                                                   "spt_sets@synthocc"}
+    assert {u for u, v in edges if v == "tables"} == {f"evaluate@{e}" for e in DEMO_EXPERIMENTS}
     params = {j.id: j.params for j in plan.jobs}
-    assert params == {
-        "prepare_data@synthocc": ("datasets.synthocc", "prepare_data"),
-        "train@vit": ("seed", "model", "train", "methods.vit", "experiments.vit"),
-        "evaluate@vit": ("evaluate", "experiments.vit"),
-        "tables": ("tables", "experiments"),
-    }
+    assert params["prepare_data@synthocc"] == ("datasets.synthocc", "prepare_data")
+    assert params["prompts@synthocc"] == ("prompts",) and params["spt_sets@synthocc"] == ("spt",)
+    assert params["train@vit"] == ("seed", "model", "train", "methods.vit", "experiments.vit")
+    assert params["train@dpmpp"] == ("seed", "model", "train", "methods.dpmpp", "experiments.dpmpp")
+    assert params["evaluate@vit"] == ("evaluate", "experiments.vit")
+    assert params["tables"] == ("tables", "experiments")
     assert plan.job("train", "vit").side_params == ("tracking",)
     assert plan.job("train", "vit").cmd == "python -m stages.train --experiment vit"
+    assert plan.job("prompts", "synthocc").cmd == "python -m stages.prompts --dataset synthocc"
     assert [j.id for j in plan.sinks()] == ["tables"]
+
+
+def test_test_dataset_is_prepared_and_evaluated_but_not_trained_on():
+    plan = reg.build_plan(params_with({
+        "occ": {"dataset": "market1501", "test_dataset": "occluded_reid", "method": "dpmpp"},
+    }, datasets=("market1501", "occluded_reid"), methods=("dpmpp",)))
+    assert [j.id for j in plan.jobs if j.stage.fanout == "dataset"] == [
+        "prepare_data@market1501", "prepare_data@occluded_reid", "prompts@market1501", "saliency@market1501",
+        "spt_sets@market1501"]  # prompts / partner tables of the training set only
+    assert plan.job("evaluate", "occ").deps == ("data/prepared/occluded_reid", "data/train/occ/model.pt")
+    assert plan.job("train", "occ").deps == ("data/prepared/market1501", "data/prompts/market1501",
+                                             "data/spt/market1501")
+    item = render_dvc.render(plan)["stages"]["evaluate"]["foreach"]["occ"]
+    assert item["test_dataset"] == "occluded_reid" and item["dataset"] == "market1501"
+    assert render_dvc.render(plan)["stages"]["evaluate"]["do"]["deps"][0] == "data/prepared/${item.test_dataset}"
+
+
+def test_a_missing_test_dataset_entry_is_an_error_naming_the_key():
+    with pytest.raises(OccreidError, match=r"'experiments.occ.test_dataset' = 'occluded_reid' has no entry"):
+        reg.build_plan(params_with({"occ": {"dataset": "market1501", "test_dataset": "occluded_reid",
+                                            "method": "vit"}}))
 
 
 def test_only_datasets_used_by_experiments_are_prepared_and_tables_gathers_all():
@@ -51,18 +85,7 @@ def test_only_datasets_used_by_experiments_are_prepared_and_tables_gathers_all()
 
 @pytest.fixture
 def with_prompts_stage(monkeypatch):
-    """The registry plus a per-dataset stage that only method 'clip' needs (as prompts will be)."""
-    stages = Registry("stage")
-    for name in reg.ORDER:
-        stages.register(name)(reg.STAGES.get(name))
-    prompts = reg.Stage(name="prompts", cmd="python -m stages.prompts --dataset {dataset}", fanout="dataset",
-                        deps=("data/prepared/{dataset}",), outs=(reg.Out("data/prompts/{dataset}", directory=True),),
-                        params=("prompts",))
-    stages.register("prompts")(prompts)
-    order = list(reg.ORDER)
-    order.insert(1, "prompts")
-    monkeypatch.setattr(reg, "STAGES", stages)
-    monkeypatch.setattr(reg, "ORDER", order)
+    """The registry with a method 'clip' that needs only the prompts stage."""
     monkeypatch.setattr(reg, "METHOD_NEEDS", {"clip": ("prompts",)})
 
 
@@ -86,8 +109,9 @@ def test_rendered_foreach_pads_need_slots_with_the_prepared_folder(with_prompts_
     }, methods=("vit", "clip")))
     train = render_dvc.render(plan)["stages"]["train"]
     assert train["foreach"] == {
-        "c": {"dataset": "market1501", "method": "clip", "need1": "data/prompts/market1501"},
-        "v": {"dataset": "synthocc", "method": "vit", "need1": "data/prepared/synthocc"},
+        "c": {"dataset": "market1501", "test_dataset": "market1501", "method": "clip",
+              "need1": "data/prompts/market1501"},
+        "v": {"dataset": "synthocc", "test_dataset": "synthocc", "method": "vit", "need1": "data/prepared/synthocc"},
     }
     assert train["do"]["deps"][:2] == ["data/prepared/${item.dataset}", "${item.need1}"]
     assert "methods.${item.method}" in train["do"]["params"]
@@ -95,15 +119,21 @@ def test_rendered_foreach_pads_need_slots_with_the_prepared_folder(with_prompts_
 
 def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
     doc = render_dvc.render(reg.build_plan(read_yaml(ROOT / "params.yaml")))
-    assert list(doc["stages"]) == ["prepare_data", "train", "evaluate", "tables"]
+    assert list(doc["stages"]) == ["prepare_data", "prompts", "saliency", "spt_sets", "train", "evaluate", "tables"]
     assert doc["stages"]["prepare_data"]["foreach"] == ["synthocc"]
     assert doc["stages"]["prepare_data"]["do"]["params"] == ["datasets.${item}", "prepare_data"]
     outs = doc["stages"]["train"]["do"]["outs"]
     assert {"data/train/${key}/checkpoints": {"persist": True, "cache": False}} in outs
     assert "data/train/${key}/model.pt" in outs
-    assert doc["metrics"] == ["data/train/vit/train_metrics.json", "reports/eval/vit/metrics.json"]
-    assert doc["plots"] == [{"data/train/vit/history.csv": {"x": "epoch", "y": "loss"}}]
-    assert doc["stages"]["tables"]["deps"][0] == "reports/eval/vit/metrics.json"
+    assert doc["metrics"] == ([f"data/train/{e}/train_metrics.json" for e in DEMO_EXPERIMENTS]
+                              + [f"reports/eval/{e}/metrics.json" for e in DEMO_EXPERIMENTS])
+    assert doc["plots"] == [{f"data/train/{e}/history.csv": {"x": "epoch", "y": "loss"}} for e in DEMO_EXPERIMENTS]
+    assert doc["stages"]["tables"]["deps"][:len(DEMO_EXPERIMENTS)] == [
+        f"reports/eval/{e}/metrics.json" for e in DEMO_EXPERIMENTS]
+    # dpmpp needs two per-dataset outputs: vit's spare slots repeat its prepared folder
+    train = doc["stages"]["train"]["foreach"]
+    assert (train["dpmpp"]["need1"], train["dpmpp"]["need2"]) == ("data/prompts/synthocc", "data/spt/synthocc")
+    assert (train["vit"]["need1"], train["vit"]["need2"]) == ("data/prepared/synthocc", "data/prepared/synthocc")
 
 
 def test_committed_dvc_yaml_is_not_stale():

@@ -26,11 +26,8 @@ def load(path: Path) -> dict:
 
 
 def resolved(preset: dict) -> dict[str, dict]:
-    """Every experiment of ``preset`` merged into the project's params.yaml and resolved like the train stage.
-    ``test_dataset`` (Occluded-REID's cross-dataset test, pending pipeline support) is set aside here."""
+    """Every experiment of ``preset`` merged into the project's params.yaml and resolved like the train stage."""
     params = merge(read_yaml(ROOT / "params.yaml"), preset)
-    for spec in params["experiments"].values():
-        spec.pop("test_dataset", None)
     return {name: resolve_sections(params, name, ("methods", "train", "evaluate"))
             for name in preset["experiments"]}
 

@@ -16,6 +16,7 @@ from occreid.errors import OccreidError
 from occreid.models.clip_backbone import ClipImageBackbone, load_clip
 from occreid.prompts import PromptsConfig, learn_prompts, load_text_features, write_prompts
 from occreid.prompts.train import make_scheduler
+from stage_params import DEMO_BACKBONE, exit_code, stage_params, write_params
 from stages import prompts as stage
 
 NUM_IDS, PER_ID = 6, 4
@@ -138,25 +139,31 @@ def _market_folder(root, train_ids=4, per_id=3):
 def test_stage_cli_writes_text_features(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _market_folder(tmp_path / "data" / "prepared" / "synthocc")
-    params = {
-        "prompts": {"epochs": 2, "batch_size": 4, "feature_batch_size": 4, "num_workers": 0},
-        "model": {"name": "clip_tiny", "img_size": [64, 32], "stride": 16},
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stage.main(["--dataset", "synthocc", "--device", "cpu"]) == 0
+    small = {"epochs": 2, "batch_size": 4, "feature_batch_size": 4, "num_workers": 0}
+    write_params(tmp_path, stage_params(prompts=small))
+    assert exit_code(stage.main, ["--dataset", "synthocc", "--device", "cpu"]) == 0
     out = tmp_path / "data" / "prompts" / "synthocc"
     feats = torch.load(out / "text_features.pt", weights_only=True)
     assert feats.shape == (4, 32)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["dataset"] == "synthocc" and meta["num_images"] == 12 and len(meta["history"]) == 2
     assert meta["backbone"]["name"] == "clip_tiny" and meta["prompts"]["epochs"] == 2
+    assert meta["backbone"]["img_size"] == [64, 32] and meta["backbone"]["stride"] is None
 
-    params["model"]["name"] = "vit_tiny"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stage.main(["--dataset", "synthocc"]) == 2
-    assert "not a CLIP backbone" in capsys.readouterr().err
-    params["model"]["name"] = "clip_tiny"
-    params["prompts"]["epoch"] = 3
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stage.main(["--dataset", "synthocc"]) == 2
+    # the prompts' backbone must be the one of the experiments training on the dataset
+    params = stage_params(prompts={**small, "backbone": {"stride": 8}})
+    write_params(tmp_path, params)
+    assert exit_code(stage.main, ["--dataset", "synthocc"]) == 2
+    err = capsys.readouterr().err
+    assert "uses another backbone than the prompts stage runs for synthocc (stride: prompts 8 vs experiment None)" in err
+    assert "prompts.dataset_backbones.synthocc" in err
+    # ... unless the dataset has its own entry that matches
+    params["prompts"]["dataset_backbones"] = {"synthocc": DEMO_BACKBONE}
+    write_params(tmp_path, params)
+    assert exit_code(stage.main, ["--dataset", "synthocc", "--device", "cpu"]) == 0
+    write_params(tmp_path, stage_params(prompts={**small, "epoch": 3}))
+    assert exit_code(stage.main, ["--dataset", "synthocc"]) == 2
     assert "unknown params key 'prompts.epoch'" in capsys.readouterr().err
+    write_params(tmp_path, stage_params(prompts=small))
+    assert exit_code(stage.main, ["--dataset", "market1501"]) == 2  # no experiment needs its prompts
+    assert "no job 'prompts@market1501'" in capsys.readouterr().err

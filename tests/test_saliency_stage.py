@@ -11,20 +11,20 @@ from PIL import Image
 
 from occreid.saliency import load_saliency
 from saliency_fixtures import build_person_dataset
+from stage_params import exit_code, stage_params
 from stages import saliency as stage
 
-PARAMS = {
-    "model": {"name": "vit_tiny", "img_size": [64, 32], "stride": 8},
-    "saliency": {"backend": "classical", "img_size": [32, 16], "grid": [8, 4], "overlay_images": 4,
-                 "classical": {"method": "contrast"}},
-}
+BACKBONE = {"stride": 8}  # clip_tiny at 64 x 32, stride 8: a 7 x 3 patch grid
+SALIENCY = {"backend": "classical", "img_size": [32, 16], "grid": [8, 4], "overlay_images": 4,
+            "classical": {"method": "contrast"}}
+PARAMS = stage_params(BACKBONE, saliency=SALIENCY)
 
 
 def run_stage(tmp_path, params: dict, dataset: str = "synthocc") -> int:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return stage.main(["--dataset", dataset, "--params", str(tmp_path / "params.yaml"),
-                       "--prepared", str(tmp_path / "prepared"), "--out", str(tmp_path / "saliency"),
-                       "--device", "cpu"])
+    return exit_code(stage.main, ["--dataset", dataset, "--params", str(tmp_path / "params.yaml"),
+                                  "--prepared", str(tmp_path / "prepared"), "--out", str(tmp_path / "saliency"),
+                                  "--device", "cpu"])
 
 
 @pytest.fixture()
@@ -57,26 +57,30 @@ def test_stage_output_is_byte_identical_across_runs(prepared):
 
 
 def test_default_grid_is_the_model_patch_grid(prepared):
-    params = {"model": PARAMS["model"], "saliency": {"overlay_images": 0}}  # img_size from the model: 64 x 32
+    params = stage_params(BACKBONE, saliency={"img_size": None, "grid": None, "overlay_images": 0})  # 64 x 32
     assert run_stage(prepared, params) == 0
     sal = load_saliency(prepared / "saliency" / "synthocc" / "saliency.npz")
     assert sal.geometry.grid == (7, 3) and sal.geometry.stride == (8.0, 8.0)  # (64-16)/8+1, (32-16)/8+1
 
 
 def test_attention_backend_runs_on_the_model_grid(prepared):
-    params = {"model": PARAMS["model"], "saliency": {"backend": "attention", "overlay_images": 2}}
+    params = stage_params(BACKBONE, saliency={"backend": "attention", "img_size": None, "grid": None,
+                                              "overlay_images": 2})
     assert run_stage(prepared, params) == 0
     sal = load_saliency(prepared / "saliency" / "synthocc" / "saliency.npz")
     assert sal.maps.shape == (9, 7, 3) and sal.backend == "attention"
 
 
 def test_bad_params_and_missing_dataset_exit_2(prepared, capsys):
-    assert run_stage(prepared, {"saliency": {"backend": "magic"}}) == 2
+    assert run_stage(prepared, stage_params(BACKBONE, saliency={"backend": "magic"})) == 2
     assert "saliency.backend" in capsys.readouterr().err
-    assert run_stage(prepared, {"saliency": {"gird": [8, 4]}}) == 2
+    assert run_stage(prepared, stage_params(BACKBONE, saliency={"gird": [8, 4]})) == 2
     assert "did you mean 'grid'" in capsys.readouterr().err
-    assert run_stage(prepared, {"saliency": {"grid": [0, 4]}}) == 2
+    assert run_stage(prepared, stage_params(BACKBONE, saliency={"grid": [0, 4]})) == 2
     err = capsys.readouterr().err
     assert "saliency.grid must be" in err and "params.yaml" in err
-    assert run_stage(prepared, PARAMS, dataset="market1501") == 2
+    assert run_stage(prepared, PARAMS, dataset="market1501") == 2  # no dpmpp experiment trains on it
+    assert "no job 'saliency@market1501'" in capsys.readouterr().err
+    (prepared / "prepared" / "synthocc").rename(prepared / "prepared" / "elsewhere")
+    assert run_stage(prepared, PARAMS) == 2
     assert "dataset folder not found" in capsys.readouterr().err

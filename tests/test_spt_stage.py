@@ -15,19 +15,18 @@ from occreid.saliency.store import load_rgb
 from saliency_fixtures import build_person_dataset
 from stages import saliency as saliency_stage
 from stages import spt_sets as stage
+from stage_params import exit_code, stage_params
 
-PARAMS = {
-    "model": {"name": "vit_tiny", "img_size": [32, 16]},
-    "saliency": {"img_size": [32, 16], "grid": [8, 4], "overlay_images": 2, "classical": {"method": "contrast"}},
-    "spt": {"alpha1": 0.6, "alpha2": 0.5, "max_roll": 1, "candidates": 3, "seed": 1, "sheet_samples": 3},
-}
+SPT = {"alpha1": 0.6, "alpha2": 0.5, "max_roll": 1, "candidates": 3, "seed": 1, "sheet_samples": 3}
+PARAMS = stage_params(saliency={"img_size": [32, 16], "grid": [8, 4], "overlay_images": 2,
+                                "classical": {"method": "contrast"}}, spt=SPT)
 
 
 def run_both(tmp, params: dict = PARAMS) -> tuple[int, int]:
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     common = ["--dataset", "synthocc", "--params", str(tmp / "params.yaml"), "--prepared", str(tmp / "prepared")]
-    a = saliency_stage.main([*common, "--out", str(tmp / "saliency"), "--device", "cpu"])
-    b = stage.main([*common, "--saliency", str(tmp / "saliency"), "--out", str(tmp / "spt")])
+    a = exit_code(saliency_stage.main, [*common, "--out", str(tmp / "saliency"), "--device", "cpu"])
+    b = exit_code(stage.main, [*common, "--saliency", str(tmp / "saliency"), "--out", str(tmp / "spt")])
     return a, b
 
 
@@ -65,7 +64,7 @@ def test_same_params_same_bytes_other_seed_other_table(tmp_path):
     first = {f: (out / f).read_bytes() for f in ("partners.npz", "transfer_sheet.png", "spt.json")}
     assert run_both(tmp_path) == (0, 0)
     assert first == {f: (out / f).read_bytes() for f in first}
-    params = {**PARAMS, "spt": {**PARAMS["spt"], "candidates": 2, "seed": 7}}
+    params = stage_params(saliency=PARAMS["saliency"], spt={**SPT, "candidates": 2, "seed": 7})
     assert run_both(tmp_path, params) == (0, 0)
     assert (out / "partners.npz").read_bytes() != first["partners.npz"]
 
@@ -75,9 +74,9 @@ def test_saliency_of_other_images_is_refused(tmp_path, capsys):
     assert run_both(tmp_path) == (0, 0)
     (root / "bounding_box_train" / "0001_c1s1_000000_01.jpg").unlink()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    code = stage.main(["--dataset", "synthocc", "--params", str(tmp_path / "params.yaml"),
-                       "--prepared", str(tmp_path / "prepared"), "--saliency", str(tmp_path / "saliency"),
-                       "--out", str(tmp_path / "spt")])
+    code = exit_code(stage.main, ["--dataset", "synthocc", "--params", str(tmp_path / "params.yaml"),
+                                  "--prepared", str(tmp_path / "prepared"), "--saliency", str(tmp_path / "saliency"),
+                                  "--out", str(tmp_path / "spt")])
     assert code == 2
     err = capsys.readouterr().err
     assert "other images" in err and "stages.saliency" in err
@@ -85,12 +84,12 @@ def test_saliency_of_other_images_is_refused(tmp_path, capsys):
 
 def test_missing_saliency_and_bad_params_exit_2(tmp_path, capsys):
     build_person_dataset(tmp_path / "prepared" / "synthocc", ids=2, per_id=2)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spt": {"alpha1": 2.0}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(stage_params(spt={"alpha1": 2.0})))
     args = ["--dataset", "synthocc", "--params", str(tmp_path / "params.yaml"), "--prepared",
             str(tmp_path / "prepared"), "--saliency", str(tmp_path / "saliency"), "--out", str(tmp_path / "spt")]
-    assert stage.main(args) == 2
+    assert exit_code(stage.main, args) == 2
     err = capsys.readouterr().err
     assert "spt.alpha1 must be in [0, 1]" in err and "params.yaml" in err  # the value and the file
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"spt": {}}))
-    assert stage.main(args) == 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(stage_params()))
+    assert exit_code(stage.main, args) == 2
     assert "saliency file not found" in capsys.readouterr().err

@@ -149,12 +149,13 @@ def unset_fields(cls, values: dict, key: str) -> list[str]:
 
 
 def test_params_yaml_lists_every_knob():
-    """The demo params.yaml documents every field of every section; the two deliberate gaps are filled from
-    elsewhere: ``train.seed`` from top-level ``seed``, ``methods.<m>.backbone`` from ``model``."""
+    """The demo params.yaml documents every field of every section; the deliberate gaps are filled from
+    elsewhere: ``train.seed`` from top-level ``seed``, the ViT methods' ``methods.<m>.backbone`` from ``model``
+    (the CLIP methods name their CLIP backbone: ``model`` is the demo's ViT)."""
     from occreid.data.synthocc import SynthOccConfig
 
     unset = [k for name, ref in common.SECTIONS.items()
              for k in unset_fields(common.schema(ref), DEMO.get(name) or {}, name)]
     unset += [k for m in DEMO["methods"] for k in unset_fields(common.method_schema(m), DEMO["methods"][m], f"methods.{m}")]
     unset += unset_fields(SynthOccConfig, DEMO["datasets"]["synthocc"]["generator"], "datasets.synthocc.generator")
-    assert unset == ["train.seed", "methods.vit.backbone"]
+    assert unset == ["train.seed", "methods.vit.backbone", "methods.dpm.backbone"]

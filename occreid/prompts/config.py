@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from occreid.errors import OccreidError
+from occreid.models.factory import BackboneConfig, backbone_for
 from occreid.models.prompt_learner import DEFAULT_TEMPLATE
 
 
@@ -32,6 +33,14 @@ class PromptsConfig:
     feature_batch_size: int = 128
     num_workers: int = 2
     amp: bool = True
+    # The frozen CLIP image encoder the prompts are fitted to. It must equal (name, pretrained, img_size,
+    # stride) the backbone of every clipreid/dpmpp experiment training on the dataset: params validation
+    # checks it, and the methods check the written meta.json again.
+    backbone: BackboneConfig | None = None  # every dataset without its own entry below
+    dataset_backbones: dict[str, BackboneConfig] = field(default_factory=dict)  # dataset name -> backbone
+
+    def backbone_of(self, dataset: str) -> BackboneConfig:
+        return backbone_for(self.backbone, self.dataset_backbones, dataset, "prompts")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "n_ctx", "feature_batch_size"):

@@ -19,6 +19,7 @@ from typing import Literal
 
 from occreid.engine.config import OptimizerConfig
 from occreid.errors import OccreidError
+from occreid.models.factory import BackboneConfig, backbone_for
 
 
 @dataclass
@@ -83,6 +84,13 @@ class SaliencyConfig:
     overlay_images: int = 16  # images on overlay.png
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     sps: SpsConfig = field(default_factory=SpsConfig)
+    # The backbone whose patch grid the maps live on (and which attention/sps run): the one of the dpmpp
+    # experiments training on the dataset (params validation checks it).
+    backbone: BackboneConfig | None = None  # every dataset without its own entry below
+    dataset_backbones: dict[str, BackboneConfig] = field(default_factory=dict)  # dataset name -> backbone
+
+    def backbone_of(self, dataset: str) -> BackboneConfig:
+        return backbone_for(self.backbone, self.dataset_backbones, dataset, "saliency")
 
     def __post_init__(self) -> None:
         if self.img_size is not None and (len(self.img_size) != 2 or min(self.img_size) < 1):

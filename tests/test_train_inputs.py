@@ -1,0 +1,34 @@
+"""The train stage points a CLIP method at the per-dataset outputs the DAG makes it depend on, and saves a
+config that does not need them again; params validation refuses a hand-set input path."""
+
+from __future__ import annotations
+
+import pytest
+
+from occreid.errors import OccreidError
+from occreid.methods.clipreid import ClipReIDConfig
+from occreid.methods.dpmpp import DPMPPConfig
+from occreid.methods.vit import VitConfig
+from stages.common import validate
+from stages.registry import need_paths
+from stages.train import with_inputs, without_inputs
+from stage_params import stage_params
+
+
+def test_inputs_are_the_outputs_train_depends_on():
+    pp = with_inputs(DPMPPConfig(), "market1501")
+    assert (pp.text_features, pp.spt_partners) == ("data/prompts/market1501", "data/spt/market1501")
+    assert sorted([pp.text_features, pp.spt_partners]) == need_paths("dpmpp", "market1501")
+    clip = with_inputs(ClipReIDConfig(), "occluded_duke")
+    assert [clip.text_features] == need_paths("clipreid", "occluded_duke") == ["data/prompts/occluded_duke"]
+    assert with_inputs(VitConfig(), "synthocc") == VitConfig()  # a method without inputs is unchanged
+    saved = without_inputs(pp)
+    assert saved.text_features is None and saved.spt_partners is None and saved.backbone == pp.backbone
+
+
+def test_a_hand_set_input_path_is_refused():
+    params = stage_params()
+    params["experiments"]["dpmpp"]["overrides"]["methods"]["dpmpp"]["spt_partners"] = "elsewhere/partners.npz"
+    with pytest.raises(OccreidError, match=r"experiment 'dpmpp' sets methods.dpmpp.spt_partners") as err:
+        validate(params)
+    assert "train stage fills it" in err.value.fix
