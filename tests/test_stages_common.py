@@ -75,7 +75,8 @@ def test_resolution_merges_model_seed_and_overrides_in_order():
     params["methods"]["vit"]["backbone"] = {"img_size": [256, 128]}
     got = common.resolve_sections(params, "vit", ("methods", "train", "evaluate"))
     backbone = got["methods"].backbone
-    assert (backbone.name, backbone.img_size, backbone.stride, backbone.sie) == ("vit_tiny", [256, 128], 12, False)
+    # name from the `model` section, img_size from the method's own backbone, stride/sie from the overrides
+    assert (backbone.name, backbone.img_size, backbone.stride, backbone.sie) == (params["model"]["name"], [256, 128], 12, False)
     assert got["methods"].label_smoothing == 0.1
     assert got["train"].seed == 7  # top-level seed is the default
     assert got["evaluate"].flip is True and got["evaluate"].metric == "cosine"
