@@ -20,8 +20,8 @@ def params_with(experiments: dict, datasets=("synthocc", "market1501"), methods=
     return {"datasets": {d: {} for d in datasets}, "methods": {m: {} for m in methods}, "experiments": experiments}
 
 
-DEMO_EXPERIMENTS = ["clipreid", "dpm", "dpm_t3_baseline", "dpm_t3_dpm", "dpm_t3_dpm_hr", "dpmpp", "dpmpp_no_anchor",
-                    "dpmpp_no_spt", "vit"]
+DEMO_EXPERIMENTS = ["clipreid", "dpm", "dpm_t3_baseline", "dpm_t3_dpm", "dpm_t3_dpm_hr", "dpm_t4_baseline_a",
+                    "dpm_t4_dpm_a_a", "dpm_t4_dpm_s_s", "dpmpp", "dpmpp_no_anchor", "dpmpp_no_spt", "vit"]
 
 
 def test_demo_plan_jobs_edges_and_params_keys():
