@@ -13,14 +13,6 @@ from occreid.models.clip_backbone import ClipImageBackbone, load_clip, resize_po
 from occreid.models.factory import create_backbone
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is ~100x faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def clip():

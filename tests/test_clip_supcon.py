@@ -12,14 +12,6 @@ from occreid.losses.supcon import supcon_loss, symmetric_supcon
 E = math.e
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is ~100x faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _case():
     anchors = torch.tensor([[1.0, 0.0], [0.0, 2.0]])

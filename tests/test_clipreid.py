@@ -23,14 +23,6 @@ IDS, CAMS = 4, 3
 BACKBONE = dict(name="clip_tiny", pretrained=None, img_size=[64, 32], stride=12, sie=True, sie_coef=1.0, sie_mode="cls")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is ~100x faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def prompts_dir(tmp_path_factory):

@@ -21,14 +21,6 @@ from stages.params import from_dict
 NUM_IDS, PER_ID, H, W = 6, 4, 64, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one intra-op thread, and it avoids oversubscribing shared 2-core runners."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> list[Record]:

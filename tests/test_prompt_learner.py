@@ -12,14 +12,6 @@ from occreid.models.clip_backbone import load_clip
 from occreid.models.prompt_learner import ClipTextEncoder, PromptLearner
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is ~100x faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def clip():

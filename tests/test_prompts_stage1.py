@@ -22,14 +22,6 @@ from stages import prompts as stage
 NUM_IDS, PER_ID = 6, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is ~100x faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class _Images(Dataset):
     """Identity-dependent random images (each id has its own mean colour) as loader items."""

@@ -11,14 +11,6 @@ from occreid.models.factory import BACKBONES, BackboneConfig, create_backbone, s
 from occreid.models.vit import ViTBackbone, cls_attention_logits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one intra-op thread, and it avoids oversubscribing shared 2-core runners."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny(**kw) -> ViTBackbone:
     kw.setdefault("img_size", (64, 32))

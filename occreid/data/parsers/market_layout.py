@@ -16,7 +16,7 @@ from occreid.data.parsers.common import (
     parse_name,
     relabel_train,
 )
-from occreid.data.parsers.sidecar import SIDECAR_NAME, Facts, attach_occlusion, read_sidecar
+from occreid.data.parsers.sidecar import attach_occlusion, read_sidecar_if_present
 from occreid.data.records import Record, Splits
 from occreid.errors import OccreidError
 
@@ -76,8 +76,7 @@ def parse_market_layout(spec: DatasetSpec, root: Path) -> tuple[Splits, dict[str
     included), which is what the published sizes count."""
     root = Path(root)
     check_root(root, spec.name)
-    sidecar = root / SIDECAR_NAME
-    facts: Facts = read_sidecar(sidecar) if sidecar.is_file() else {}
+    facts, sidecar = read_sidecar_if_present(root)
     parts: dict[str, list[Record]] = {}
     files: dict[str, int] = {}
     for split, dirname in SPLIT_DIRS.items():
@@ -98,5 +97,5 @@ def parse_market_layout(spec: DatasetSpec, root: Path) -> tuple[Splits, dict[str
         )
     train, train_pids = relabel_train(parts["train"])
     meta = {"root": str(root), "layout": "market", "train_pids": train_pids, "files": files,
-            "sidecar": sidecar.is_file()}
+            "sidecar": sidecar is not None}
     return Splits(spec.name, train, parts["query"], parts["gallery"], meta), files

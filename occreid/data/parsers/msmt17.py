@@ -12,7 +12,7 @@ from pathlib import Path
 
 from occreid.data.parsers.common import DatasetSpec, check_bounds, relabel_train
 from occreid.data.parsers.market_layout import check_root
-from occreid.data.parsers.sidecar import SIDECAR_NAME, Facts, attach_occlusion, read_sidecar
+from occreid.data.parsers.sidecar import attach_occlusion, read_sidecar_if_present
 from occreid.data.records import Record, Splits
 from occreid.errors import OccreidError
 
@@ -88,8 +88,7 @@ def parse_msmt17(spec: DatasetSpec, root: Path) -> tuple[Splits, dict[str, int]]
     """Parse an MSMT17 folder; the image count per split is the number of listed images."""
     root = Path(root)
     check_root(root, spec.name)
-    sidecar = root / SIDECAR_NAME
-    facts: Facts = read_sidecar(sidecar) if sidecar.is_file() else {}
+    facts, sidecar = read_sidecar_if_present(root)
     parts: dict[str, list[Record]] = {}
     files: dict[str, int] = {}
     for split, list_names in LISTS.items():
@@ -101,5 +100,5 @@ def parse_msmt17(spec: DatasetSpec, root: Path) -> tuple[Splits, dict[str, int]]
         )
     train, train_pids = relabel_train(parts["train"])
     meta = {"root": str(root), "layout": "msmt17", "train_pids": train_pids, "files": files,
-            "sidecar": sidecar.is_file()}
+            "sidecar": sidecar is not None}
     return Splits(spec.name, train, parts["query"], parts["gallery"], meta), files

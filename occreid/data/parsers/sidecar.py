@@ -89,3 +89,9 @@ def attach_occlusion(
         occluded, occlusion = facts.get((split, Path(r.path).name), (default, None))
         out.append(replace(r, occluded=occluded, occlusion=occlusion))
     return out
+
+
+def read_sidecar_if_present(root: Path) -> tuple[Facts, Path | None]:
+    """The occlusion facts of a prepared folder and the sidecar's path, or ({}, None) when it has none."""
+    sidecar = Path(root) / SIDECAR_NAME
+    return (read_sidecar(sidecar), sidecar) if sidecar.is_file() else ({}, None)
