@@ -1,6 +1,7 @@
 """occreid's DAG for Snakemake, built from the same registry as dvc.yaml (stages/registry.py).
 
-One rule per stage, created in a loop: wildcards {dataset} / {experiment} for fan-out, inputs from the
+One rule per stage, created in a loop: wildcards {dataset} / {experiment} for fan-out ({dataset} and
+{spt_variant} for the partner tables: Stage.wildcards), inputs from the
 resolved plan (so a method only depends on the per-dataset stages it needs), resources from the registry
 (the SLURM executor turns them into cpus-per-task, mem, time and gpus). Each rule's command is bound when the
 rule is defined, through ``params.cmd``: ``shell:`` is evaluated late and would otherwise run the last
@@ -23,12 +24,12 @@ from stages.common import lookup
 
 PARAMS = read_yaml("params.yaml")
 PLAN = build_plan(PARAMS)
-KEYS = {s: sorted({j.key for j in PLAN.jobs if j.stage.fanout == s}) for s in ("dataset", "experiment")}
+WILDCARDS = sorted({w for s in PLAN.stages() for w in s.wildcards()})
+VALUES = {w: sorted({j.ctx[w] for j in PLAN.jobs if w in j.stage.wildcards()}) for w in WILDCARDS}
 
 
 wildcard_constraints:
-    dataset="|".join(map(re.escape, KEYS["dataset"])) or "(?!)",
-    experiment="|".join(map(re.escape, KEYS["experiment"])) or "(?!)",
+    **{w: "|".join(map(re.escape, VALUES[w])) or "(?!)" for w in WILDCARDS},
 
 
 rule all:
@@ -38,7 +39,7 @@ rule all:
 
 
 def job_of(stage, wildcards):
-    return PLAN.job(stage.name, wildcards[stage.fanout] if stage.fanout else None)
+    return PLAN.job(stage.name, stage.key_of(wildcards))
 
 
 def inputs_of(stage):
@@ -59,13 +60,14 @@ def tracked_of(stage):
 def outputs_of(stage):
     """Output patterns with the fan-out wildcard; persisted outputs are left out (Snakemake would delete
     them before the job, and training resumes from its checkpoints)."""
-    pattern = {"dataset": "{dataset}", "experiment": "{experiment}"}
+    pattern = {w: f"{{{w}}}" for w in stage.wildcards()}
     outs = [o for o in stage.outs if not o.persist]
     return [directory(o.path.format(**pattern)) if o.directory else o.path.format(**pattern) for o in outs]
 
 
 def log_of(stage):
-    return f"logs/{stage.name}/{{{stage.fanout}}}.log" if stage.fanout else f"logs/{stage.name}.log"
+    key = "-".join(f"{{{w}}}" for w in stage.wildcards())
+    return f"logs/{stage.name}/{key}.log" if key else f"logs/{stage.name}.log"
 
 
 def resources_of(stage):

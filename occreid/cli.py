@@ -81,8 +81,13 @@ def locations(root: Path, params_file: Path) -> dict[str, object]:
     def state(path: str) -> str:
         return "" if (root / path).exists() else "   (not yet built)"
 
+    # What to look at by eye: the synthetic dataset, its saliency maps and the transferred samples per table.
+    sheets = {"prepare_data": "contact_sheet.png", "saliency": "overlay.png", "spt_sets": "transfer_sheet.png"}
+    figures = [f"{out}/{name}{state(f'{out}/{name}')}" for stage, name in sheets.items() for j in plan.jobs_of(stage)
+               for out in j.outs if stage != "prepare_data" or params["datasets"][j.ctx["dataset"]].get("source") == "synthetic"]
     return {
         "tables": [f"{p}/index.md{state(p)}" for p in listed("tables", "tables")],
+        "sheets": figures,
         "metrics": [p + state(p) for p in listed("evaluate", "metrics.json")],
         "models": [p + state(p) for p in listed("train", "model.pt")],
         "mlflow": {"uri": uri, "ui": f"mlflow ui --backend-store-uri {uri}"},
@@ -98,6 +103,7 @@ def cmd_where(args: argparse.Namespace) -> int:
     print("tables:   " + "\n          ".join(info["tables"]))
     print("metrics:  " + "\n          ".join(info["metrics"]))
     print("models:   " + "\n          ".join(info["models"]))
+    print("sheets:   " + "\n          ".join(info["sheets"]))
     print(f"MLflow:   {info['mlflow']['uri']}")
     print(f"          browse with: {info['mlflow']['ui']}")
     return 0

@@ -40,7 +40,9 @@ SECTIONS: dict[str, str] = {
     "saliency": "occreid.saliency:SaliencyConfig",
     "spt": "occreid.augment:SptConfig",
 }
-OVERRIDABLE = ("model", "train", "methods", "evaluate")  # sections an experiment's ``overrides`` may change
+# Sections an experiment's ``overrides`` may change. ``spt`` (partner tables) gives the experiment its own
+# spt_sets instance (stages/registry.py "Variants"), so it needs a method that trains on partner tables.
+OVERRIDABLE = ("model", "train", "methods", "evaluate", "spt")
 RESOLVED = {"train": ("seed", "train"), "methods": ("model", "methods.{method}"), "evaluate": ("evaluate",)}
 PREPARED_DIR = "data/prepared"  # where stages/registry.py expects prepare_data's outputs
 
@@ -129,6 +131,8 @@ def _validate(params: Mapping, source: str) -> None:
                 raise OccreidError(f"unknown params key '{where}'", path=source, fix=did_you_mean(section, OVERRIDABLE))
             if not isinstance(value, Mapping):
                 raise OccreidError(f"'{where}' must be a mapping", path=source)
+        if spec.overrides.get("spt") is not None:
+            check_variant_override(params, name, spec, source)
         resolved = resolve_sections(params, name, tuple(RESOLVED), source)
         check_method_inputs(params, name, spec, resolved["methods"], source)
     for job in build_plan(params, source).jobs:
@@ -170,6 +174,27 @@ def check_method_inputs(params: Mapping, name: str, spec: ExperimentSpec, cfg: A
                 f"stage runs for {spec.dataset} ({detail})", path=source,
                 fix=f"set {section}.dataset_backbones.{spec.dataset} (or {section}.backbone) to the experiment's "
                     f"backbone: one {stage} output per dataset serves every experiment training on it")
+
+
+def check_variant_override(params: Mapping, name: str, spec: ExperimentSpec, source: str) -> None:
+    """An ``overrides.spt`` must change a partner table this experiment trains with, and be a valid section."""
+    from .registry import STAGES, needs
+
+    where = f"experiments.{name}.overrides.spt"
+    if not any(STAGES.get(stage).variants == "spt" for stage in needs(spec.method)):
+        users = sorted(m for m in (params.get("methods") or {}) if any(STAGES.get(s).variants == "spt" for s in needs(m)))
+        raise OccreidError(f"'{where}' has no effect: method '{spec.method}' trains without SPT partner tables",
+                           path=source, fix=f"remove it (partner tables are used by: {', '.join(users) or 'no method'})")
+    from_dict(schema(SECTIONS["spt"]), merge(params.get("spt") or {}, spec.overrides["spt"]), key=where, source=source)
+
+
+def spt_section(params: "StageParams") -> Any:
+    """The resolved ``spt`` section of an spt_sets job: the base section with its variant's override."""
+    tracked = params.job.ctx.get("spt_params", "spt")
+    raw = params.get("spt", {}) or {}
+    if tracked != "spt":
+        raw = merge(raw, params.get(tracked) or {})
+    return from_dict(schema(SECTIONS["spt"]), raw, key=tracked, source=params.source)
 
 
 def experiments_of_raw(params: Mapping, source: str) -> Mapping:

@@ -15,10 +15,21 @@ not at all (``None``). A dependency template naming a placeholder the job does n
 Per-dataset stages a *method* needs (CLIP prompts, saliency, ...) are declared in :data:`METHOD_NEEDS`; a
 stage with ``method_needs=True`` (``train``) depends on their outputs for its experiment's dataset, so a
 method that does not need a stage does not depend on it and the stage does not run for its dataset.
+
+*Variants.* A per-dataset stage may name a params section (``Stage.variants``, here ``spt`` for
+``spt_sets``) that an experiment's ``overrides`` may change. Each distinct setting that experiments train
+with gets its own instance, keyed ``<dataset>-<variant>``: the variant is ``default`` when the override
+changes nothing, else it is named after what changes (``alpha1-0p6``; see :func:`variant_name`). This is
+what lets an α1/α2 sweep (SPT's partner-table thresholds) be a list of experiments like any other sweep,
+while experiments with the same setting share one partner table. The variant's instance tracks the base
+section and the override of one experiment that uses it (the first by name): exact, since all of them
+override the section identically up to keys equal to the base.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
@@ -70,6 +81,20 @@ class Stage:
     side_params: tuple[str, ...] = ()
     resources: Resources = field(default_factory=Resources)
     method_needs: bool = False  # also depends on the per-dataset stages its method needs (METHOD_NEEDS)
+    variants: str | None = None  # per-dataset stage: the section whose overrides make instances (see top)
+
+    def wildcards(self) -> tuple[str, ...]:
+        """The placeholders that tell this stage's jobs apart (Snakemake's wildcards; DVC's item fields)."""
+        if self.fanout == "experiment":
+            return ("experiment",)
+        if self.fanout == "dataset":
+            return ("dataset", f"{self.variants}_variant") if self.variants else ("dataset",)
+        return ()
+
+    def key_of(self, values: Mapping[str, str]) -> str | None:
+        """The job key (``vit``, ``synthocc``, ``synthocc-default``) from the wildcard values of a job."""
+        names = self.wildcards()
+        return "-".join(str(values[n]) for n in names) if names else None
 
 
 STAGES: Registry[Stage] = Registry("stage")
@@ -119,13 +144,14 @@ declare(Stage(
 # SPT partner tables (OIoU) from the saliency masks (dpmpp's saliency-guided patch transfer).
 declare(Stage(
     name="spt_sets",
-    cmd="python -m stages.spt_sets --dataset {dataset}",
+    cmd="python -m stages.spt_sets --dataset {dataset} --variant {spt_variant}",
     fanout="dataset",
     deps=("data/prepared/{dataset}", "data/saliency/{dataset}"),
     code=("stages/spt_sets.py", "occreid/augment", "occreid/saliency"),
-    outs=(Out("data/spt/{dataset}", directory=True),),
-    params=("spt",),
+    outs=(Out("data/spt/{dataset}/{spt_variant}", directory=True),),
+    params=("spt", "{spt_params}"),  # {spt_params}: "spt" again for the default variant
     resources=Resources(cpus=2, mem_mb=8000, runtime=60),
+    variants="spt",  # experiments may override `spt` (α1/α2 sweeps): one partner table per setting
 ))
 
 declare(Stage(
@@ -169,7 +195,8 @@ declare(Stage(
     deps=("reports/eval/{experiment}/metrics.json",),
     code=("stages/tables.py", "occreid/reports"),
     outs=(Out("reports/tables", directory=True),),
-    params=("tables", "experiments"),
+    # The base sections too: a sweep row that does not override the swept key is plotted at its base value.
+    params=("tables", "experiments", "model", "train", "methods", "evaluate", "spt"),
     resources=Resources(cpus=1, mem_mb=2000, runtime=15),
 ))
 
@@ -200,6 +227,43 @@ def needs(method: str) -> tuple[str, ...]:
     return names
 
 
+DEFAULT_VARIANT = "default"
+_VARIANT_MAX = 48  # longer variant names become a hash
+
+
+def variant_sections() -> tuple[str, ...]:
+    """The sections that make variants of some per-dataset stage (``("spt",)``)."""
+    return tuple(dict.fromkeys(STAGES.get(n).variants for n in ORDER if STAGES.get(n).variants))
+
+
+def _slug(value) -> str | None:
+    """A value as a name part using only letters, digits, '_' and '-' (None: no readable form)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value).replace("-", "m").replace(".", "p").replace("+", "")
+    if isinstance(value, str) and NAME_RE.match(value):
+        return value
+    return None
+
+
+def variant_name(override, base) -> str:
+    """The variant an experiment's override of a section makes: ``default`` when no key differs from the
+    base section (so writing the base value explicitly, as a sweep row does, shares the default instance),
+    else ``key-value`` parts of the changed keys in key order (``alpha1-0p6``, ``alpha1-0p6_max_roll-0``;
+    '.' → 'p', '-' → 'm'), or ``h<hash>`` of the changes when that is not readable or is long."""
+    base = base if isinstance(base, Mapping) else {}
+    changed = {k: v for k, v in sorted((override or {}).items()) if k not in base or base[k] != v}
+    if not changed:
+        return DEFAULT_VARIANT
+    parts = [(str(k), _slug(v)) for k, v in changed.items()]
+    name = "_".join(f"{k}-{v}" for k, v in parts)
+    if any(v is None for _, v in parts) or len(name) > _VARIANT_MAX or not NAME_RE.match(name):
+        digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()
+        name = "h" + digest[:10]
+    return name
+
+
 @dataclass(frozen=True)
 class Experiment:
     """The part of an experiment the DAG's shape depends on (the rest is read by the stages)."""
@@ -208,16 +272,22 @@ class Experiment:
     dataset: str
     method: str
     test_dataset: str = ""  # "" = dataset
+    variants: Mapping[str, str] = field(default_factory=dict)  # section → variant name (absent: default)
 
     def __post_init__(self) -> None:
         if not self.test_dataset:
             object.__setattr__(self, "test_dataset", self.dataset)
 
+    def variant(self, section: str) -> str:
+        return self.variants.get(section, DEFAULT_VARIANT)
+
     @property
     def ctx(self) -> dict[str, str]:
         """Template placeholder values of this experiment's jobs."""
-        return {"experiment": self.name, "dataset": self.dataset, "method": self.method,
-                "test_dataset": self.test_dataset}
+        ctx = {"experiment": self.name, "dataset": self.dataset, "method": self.method,
+               "test_dataset": self.test_dataset}
+        ctx.update({f"{s}_variant": self.variant(s) for s in variant_sections()})
+        return ctx
 
 
 EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides")
@@ -259,8 +329,19 @@ def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Ex
             raise OccreidError(f"'{where}.method' = {spec['method']!r} has no section under 'methods'",
                                path=source, fix=f"add '{spec['method']}: {{}}' under 'methods', or "
                                                 + did_you_mean(str(spec["method"]), methods))
-        out[name] = Experiment(name, spec["dataset"], spec["method"], test)
+        overrides = {} if spec.get("overrides") is None else spec["overrides"]
+        if not isinstance(overrides, Mapping):
+            raise OccreidError(f"'{where}.overrides' must be a mapping of sections", path=source)
+        variants = {}
+        for section in variant_sections():
+            override = overrides.get(section)
+            if override is not None and not isinstance(override, Mapping):
+                raise OccreidError(f"'{where}.overrides.{section}' must be a mapping", path=source)
+            if override and any(section == STAGES.get(n).variants for n in needs(spec["method"])):
+                variants[section] = variant_name(override, params.get(section))
+        out[name] = Experiment(name, spec["dataset"], spec["method"], test, variants)
     return out
+
 
 
 @dataclass(frozen=True)
@@ -286,7 +367,7 @@ class Job:
 
     @property
     def params(self) -> tuple[str, ...]:
-        return tuple(fill(p, self.ctx) for p in self.stage.params)
+        return tuple(dict.fromkeys(fill(p, self.ctx) for p in self.stage.params))  # a default variant: "spt" once
 
     @property
     def side_params(self) -> tuple[str, ...]:
@@ -342,19 +423,41 @@ def _deps(stage: Stage, ctx: Mapping[str, str], exps: Mapping[str, Experiment]) 
         else:
             paths += [fill(template, {**e.ctx, **ctx}) for e in exps.values()]
     if stage.method_needs:
-        paths += need_paths(ctx["method"], ctx["dataset"])
+        paths += need_paths(ctx["method"], ctx["dataset"], exps[ctx["experiment"]].variants)
     return sorted(set(paths))
 
 
-def need_paths(method: str, dataset: str) -> list[str]:
-    """Outputs of the per-dataset stages ``method`` needs, for ``dataset`` (persisted outputs excluded)."""
-    return [fill(o.path, {"dataset": dataset}) for name in needs(method) for o in STAGES.get(name).outs
-            if not o.persist]
+def need_paths(method: str, dataset: str, variants: Mapping[str, str] | None = None) -> list[str]:
+    """Outputs of the per-dataset stages ``method`` needs, for ``dataset`` and the experiment's ``variants``
+    (section → name; absent: default), persisted outputs excluded."""
+    ctx = need_context(dataset, variants)
+    return [fill(o.path, ctx) for name in needs(method) for o in STAGES.get(name).outs if not o.persist]
+
+
+def need_context(dataset: str, variants: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The placeholders of a per-dataset output an experiment on ``dataset`` with ``variants`` reads."""
+    return {"dataset": dataset, **{f"{s}_variant": (variants or {}).get(s, DEFAULT_VARIANT) for s in variant_sections()}}
+
+
+def dataset_job_contexts(stage: Stage, params: Mapping, exps: Mapping[str, Experiment]) -> list[dict[str, str]]:
+    """Every job context a per-dataset stage could have: one per dataset, and for a stage with variants one
+    per (dataset, variant) that an experiment training on it uses, plus the default. ``<section>_params``
+    is the params key the variant's override is tracked at (the section itself for the default)."""
+    datasets = list(params.get("datasets") or {})
+    if not stage.variants:
+        return [{"dataset": d} for d in datasets]
+    section = stage.variants
+    tracked: dict[tuple[str, str], str] = {(d, DEFAULT_VARIANT): section for d in datasets}
+    for e in sorted(exps.values(), key=lambda e: e.name):
+        v = e.variant(section)
+        tracked.setdefault((e.dataset, v), f"experiments.{e.name}.overrides.{section}")
+    return [{"dataset": d, f"{section}_variant": v, f"{section}_params": key} for (d, v), key in tracked.items()]
 
 
 def build_plan(params: Mapping, source: str = "params.yaml") -> Plan:
     """All jobs for ``params``: experiment stages for every experiment, the no-fan-out stages once, and
-    per-dataset stages for exactly the datasets some job depends on (walking dependencies backwards)."""
+    per-dataset stages for exactly the datasets (and variants) some job depends on (walking dependencies
+    backwards)."""
     exps = experiments_of(params, source)
     jobs: dict[str, Job] = {}
     for name in ORDER:
@@ -366,17 +469,18 @@ def build_plan(params: Mapping, source: str = "params.yaml") -> Plan:
         elif stage.fanout is None:
             jobs[name] = Job(stage, None, {}, tuple(_deps(stage, {}, exps)))
     # Per-dataset jobs on demand: a path wanted by some job, made by a per-dataset stage for one dataset.
-    made_by = {fill(o.path, {"dataset": d}): (s, d)
+    made_by = {fill(o.path, ctx): (s, ctx)
                for s in (STAGES.get(n) for n in ORDER) if s.fanout == "dataset"
-               for o in s.outs for d in (params.get("datasets") or {})}
+               for ctx in dataset_job_contexts(s, params, exps) for o in s.outs}
     wanted = [d for j in jobs.values() for d in j.deps]
     while wanted:
         path = wanted.pop()
         if path not in made_by:
             continue
-        stage, dataset = made_by[path]
-        if f"{stage.name}@{dataset}" not in jobs:
-            job = Job(stage, dataset, {"dataset": dataset}, tuple(_deps(stage, {"dataset": dataset}, exps)))
+        stage, ctx = made_by[path]
+        key = stage.key_of(ctx)
+        if f"{stage.name}@{key}" not in jobs:
+            job = Job(stage, key, ctx, tuple(_deps(stage, ctx, exps)))
             jobs[job.id] = job
             wanted += job.deps
     ordered = sorted(jobs.values(), key=lambda j: (ORDER.index(j.stage.name), j.key or ""))

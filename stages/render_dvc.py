@@ -2,8 +2,10 @@
 
 dvc.yaml is generated rather than written by hand so that it cannot drift from the Snakefile, which reads
 the same registry. Fan-out stages become DVC ``foreach`` stages over a literal mapping (experiments:
-name → {dataset, test_dataset, method}) or list (datasets), so DVC names the jobs ``train@vit`` and
-``prepare_data@synthocc`` and tracks each one's params exactly (``experiments.vit``, ``methods.vit``).
+name → {dataset, test_dataset, method}), list (datasets) or mapping (a stage with variants:
+``<dataset>-<variant>`` → {dataset, spt_variant, spt_params}), so DVC names the jobs ``train@vit``,
+``prepare_data@synthocc`` and ``spt_sets@synthocc-default`` and tracks each one's params exactly
+(``experiments.vit``, ``methods.vit``; a variant also its override, ``experiments.<name>.overrides.spt``).
 
 DVC only interpolates strings into ``deps`` (never a list), so a method's extra per-dataset inputs are
 item fields ``need1..needN`` with N the largest count among the stage's experiments; an experiment whose
@@ -58,7 +60,8 @@ def _stage_doc(plan: Plan, stage: Stage) -> dict[str, Any]:
     if stage.fanout == "experiment":
         subst = {"experiment": "${key}", "dataset": "${item.dataset}", "method": "${item.method}",
                  "test_dataset": "${item.test_dataset}"}
-        extra = {j.key: need_paths(j.ctx["method"], j.ctx["dataset"]) if stage.method_needs else [] for j in jobs}
+        extra = {j.key: need_paths(j.ctx["method"], j.ctx["dataset"], plan.experiments[j.key].variants)
+                 if stage.method_needs else [] for j in jobs}
         slots = max((len(v) for v in extra.values()), default=0)
         foreach: Any = {}
         for j in jobs:
@@ -67,6 +70,11 @@ def _stage_doc(plan: Plan, stage: Stage) -> dict[str, Any]:
             item.update({f"need{i + 1}": p for i, p in enumerate(padded)})
             foreach[j.key] = item
         need_deps = [f"${{item.need{i + 1}}}" for i in range(slots)]
+    elif stage.fanout == "dataset" and stage.variants:  # items: dataset, <section>_variant, <section>_params
+        fields = [*stage.wildcards(), f"{stage.variants}_params"]
+        subst = {f: f"${{item.{f}}}" for f in fields}
+        foreach = {j.key: {f: j.ctx[f] for f in fields} for j in jobs}
+        need_deps = []
     elif stage.fanout == "dataset":
         subst = {"dataset": "${item}"}
         foreach = [j.key for j in jobs]

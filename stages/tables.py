@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     params = common.load("tables", path=args.params)
     cfg = params.section(TablesConfig, "tables")
     experiments = params.get("experiments")
-    written = build_reports(cfg, experiments, args.eval_dir, args.out, source=str(args.params))
+    base = {section: params.get(section, {}) for section in common.OVERRIDABLE}  # sweep rows at the default
+    written = build_reports(cfg, experiments, args.eval_dir, args.out, source=str(args.params), base=base)
     log.info("tables stage done: %d files in %s", len(written), Path(args.out).resolve())
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stages import common
 from stages.params import PARAMS_FILE
-from stages.registry import STAGES
+from stages.registry import STAGES, fill, need_context, variant_sections
 
 log = logging.getLogger("occreid.stages.train")
 PREPARED = Path(common.PREPARED_DIR)
@@ -32,12 +32,13 @@ METHOD_INPUTS = {"text_features": STAGES.get("prompts").outs[0].path,
                  "spt_partners": STAGES.get("spt_sets").outs[0].path}
 
 
-def with_inputs(method_cfg, dataset: str):
-    """The method config with its DAG inputs (prompts, partner table) pointing at ``dataset``'s outputs —
-    exactly the folders stages/registry.py makes train depend on. Fields a method does not have are left."""
+def with_inputs(method_cfg, dataset: str, variants=None):
+    """The method config with its DAG inputs (prompts, partner table) pointing at ``dataset``'s outputs (for
+    the experiment's ``variants``: its own partner table when it overrides ``spt``) — exactly the folders
+    stages/registry.py makes train depend on. Fields a method does not have are left."""
     names = {f.name for f in dataclasses.fields(method_cfg)}
-    return dataclasses.replace(method_cfg, **{k: v.format(dataset=dataset) for k, v in METHOD_INPUTS.items()
-                                              if k in names})
+    ctx = need_context(dataset, variants)
+    return dataclasses.replace(method_cfg, **{k: fill(v, ctx) for k, v in METHOD_INPUTS.items() if k in names})
 
 
 def without_inputs(method_cfg):
@@ -92,7 +93,9 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     spec = params.get(f"experiments.{experiment}")
     dataset, method_name = spec["dataset"], spec["method"]
     resolved = params.experiment(experiment, ("methods", "train"))
-    method_cfg, train_cfg = with_inputs(resolved["methods"], dataset), resolved["train"]
+    variants = {s: params.job.ctx[f"{s}_variant"] for s in variant_sections()}
+    method_cfg = with_inputs(resolved["methods"], dataset, variants)
+    train_cfg = resolved["train"]
     tracking = params.section(TrackingConfig, "tracking")
 
     splits = create_dataset(dataset, PREPARED / dataset, check_counts=False)  # prepare_data checked them

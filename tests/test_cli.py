@@ -43,24 +43,31 @@ def test_dag_lists_jobs_with_their_upstream(project, capsys):
         "prepare_data@synthocc",
         "prompts@synthocc  <- prepare_data@synthocc",
         "saliency@synthocc  <- prepare_data@synthocc",
-        "spt_sets@synthocc  <- prepare_data@synthocc, saliency@synthocc",
+        "spt_sets@synthocc-alpha1-0p5  <- prepare_data@synthocc, saliency@synthocc",
     ]
     assert "train@vit  <- prepare_data@synthocc" in lines
-    assert "train@dpmpp  <- prepare_data@synthocc, prompts@synthocc, spt_sets@synthocc" in lines
+    assert "train@dpmpp  <- prepare_data@synthocc, prompts@synthocc, spt_sets@synthocc-default" in lines
+    assert "train@dpmpp_alpha1_0p5  <- prepare_data@synthocc, prompts@synthocc, spt_sets@synthocc-alpha1-0p5" in lines
     assert "evaluate@vit  <- prepare_data@synthocc, train@vit" in lines
+    assert lines[-1].startswith("tables  <- evaluate@clipreid, evaluate@dpm, ")
+    assert len(lines) == demo_job_count()[1]
+
+
+def demo_job_count() -> tuple[int, int]:
+    """(experiments, jobs) of the demo params.yaml, counted from the file: 3 per-dataset jobs (prepare_data,
+    prompts, saliency), the default partner table + one per distinct ``spt`` override, train + evaluate per
+    experiment, tables."""
     import yaml
 
-    n_exp = len(yaml.safe_load(open("params.yaml"))["experiments"])
-    # 4 per-dataset jobs, train + evaluate per experiment, tables
-    assert lines[-1].startswith("tables  <- evaluate@clipreid, evaluate@dpm, ") and len(lines) == 4 + 2 * n_exp + 1
+    experiments = yaml.safe_load(open("params.yaml"))["experiments"].values()
+    n_spt = 1 + len({str(e["overrides"]["spt"]) for e in experiments if (e.get("overrides") or {}).get("spt")})
+    return len(experiments), 3 + n_spt + 2 * len(experiments) + 1
 
 
 def test_params_check_ok_and_error_exit_2(project, capsys):
     assert main(["params", "check"]) == 0
-    import yaml
-
-    n_exp = len(yaml.safe_load(open("params.yaml"))["experiments"])
-    assert capsys.readouterr().out.strip() == f"params.yaml: OK ({n_exp} experiment(s), {4 + 2 * n_exp + 1} job(s))"
+    n_exp, n_jobs = demo_job_count()
+    assert capsys.readouterr().out.strip() == f"params.yaml: OK ({n_exp} experiment(s), {n_jobs} job(s))"
     text = (project / "params.yaml").read_text().replace("  epochs:", "  epochz:")
     (project / "params.yaml").write_text(text)
     assert main(["params", "check"]) == 2
@@ -77,7 +84,11 @@ def test_where_names_tables_metrics_models_and_the_mlflow_store(project, capsys)
     assert info["metrics"][0] == "reports/eval/clipreid/metrics.json   (not yet built)" and len(info["metrics"]) == len(
         __import__("yaml").safe_load(open("params.yaml"))["experiments"])
     assert "data/train/dpmpp/model.pt   (not yet built)" in info["models"]
-    assert {k: v for k, v in info.items() if k not in ("metrics", "models")} == {
+    assert info["sheets"][:3] == ["data/prepared/synthocc/contact_sheet.png   (not yet built)",
+                                  "data/saliency/synthocc/overlay.png   (not yet built)",
+                                  "data/spt/synthocc/alpha1-0p5/transfer_sheet.png   (not yet built)"]
+    assert "data/spt/synthocc/default/transfer_sheet.png   (not yet built)" in info["sheets"]
+    assert {k: v for k, v in info.items() if k not in ("metrics", "models", "sheets")} == {
         "tables": ["reports/tables/index.md   (not yet built)"],
         "mlflow": {"uri": "sqlite:////tmp/some/mlflow.db",
                    "ui": "mlflow ui --backend-store-uri sqlite:////tmp/some/mlflow.db"},

@@ -31,9 +31,10 @@ from stages.registry import build_plan
 
 def main(stage):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset"); parser.add_argument("--experiment")
+    parser.add_argument("--dataset"); parser.add_argument("--experiment"); parser.add_argument("--variant")
     args = parser.parse_args()
-    job = build_plan(read_yaml("params.yaml")).job(stage, args.dataset or args.experiment)
+    key = "-".join(filter(None, (args.dataset, args.variant))) or args.experiment
+    job = build_plan(read_yaml("params.yaml")).job(stage, key)
     missing = [d for d in job.deps if not Path(d).exists()]
     if missing:
         sys.exit(f"{job.id}: inputs missing: {missing}")
@@ -107,8 +108,8 @@ def snakemake_graph(repo: Path) -> tuple[set[str], set[tuple[str, str]]]:
         if not m or m.group(1) == "all":
             continue
         field = lambda name: (re.search(rf"^\s+{name}: (.*)$", block, re.M) or [None, ""])[1]
-        wild = field("wildcards")
-        job_id = m.group(1) + (f"@{wild.split('=', 1)[1]}" if wild else "")
+        wild = field("wildcards")  # "dataset=synthocc, spt_variant=default": the job key joins the values
+        job_id = m.group(1) + (f"@{'-'.join(kv.split('=', 1)[1] for kv in wild.split(', '))}" if wild else "")
         jobs.append((job_id, set(filter(None, field("input").split(", "))), set(field("output").split(", "))))
     produced = {path: jid for jid, _, outs in jobs for path in outs}
     edges = {(produced[path], jid) for jid, ins, _ in jobs for path in ins if path in produced}
@@ -137,11 +138,15 @@ def test_dvc_and_snakemake_build_the_registry_graph(dvc_repo):
     assert snakemake_graph(dvc_repo) == (jobs, plan.edges())
 
 
-# The CLIP methods' per-dataset stages and a cross-dataset test (Occluded-REID with a Market-1501 model).
+# The CLIP methods' per-dataset stages, a cross-dataset test (Occluded-REID with a Market-1501 model) and an
+# alpha1 sweep row with its own partner table (two rows at the same value share it).
 WITH_NEEDS = {
     "vit": {"dataset": "synthocc", "method": "vit"},
     "clip": {"dataset": "market1501", "method": "clipreid"},
     "pp_occ": {"dataset": "market1501", "test_dataset": "occluded_reid", "method": "dpmpp"},
+    "pp_a1": {"dataset": "market1501", "method": "dpmpp", "overrides": {"spt": {"alpha1": 0.5}}},
+    "pp_a1_again": {"dataset": "market1501", "method": "dpmpp",
+                    "overrides": {"spt": {"alpha1": 0.5}, "train": {"epochs": 2}}},
 }
 
 
@@ -152,7 +157,8 @@ def test_dvc_and_snakemake_agree_on_method_needs_and_test_datasets(tmp_path):
     jobs = {j.id for j in plan.jobs}
     assert {j for j in jobs if "@" in j and j.split("@")[0] in ("prepare_data", "prompts", "saliency", "spt_sets")} \
         == {"prepare_data@synthocc", "prepare_data@market1501", "prepare_data@occluded_reid", "prompts@market1501",
-            "saliency@market1501", "spt_sets@market1501"}
+            "saliency@market1501", "spt_sets@market1501-default", "spt_sets@market1501-alpha1-0p5"}
+    assert ("spt_sets@market1501-alpha1-0p5", "train@pp_a1_again") in plan.edges()
     assert ("prepare_data@occluded_reid", "evaluate@pp_occ") in plan.edges()
     assert ("prepare_data@market1501", "evaluate@pp_occ") not in plan.edges()
     assert dvc_graph(repo) == (jobs, plan.edges())

@@ -11,6 +11,7 @@ from occreid.errors import OccreidError
 from occreid.registry import Registry
 from stages import registry as reg
 from stages import render_dvc
+from stages.common import OVERRIDABLE
 from stages.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,31 +22,41 @@ def params_with(experiments: dict, datasets=("synthocc", "market1501"), methods=
 
 
 DEMO_EXPERIMENTS = ["clipreid", "dpm", "dpm_t3_baseline", "dpm_t3_dpm", "dpm_t3_dpm_hr", "dpm_t4_baseline_a",
-                    "dpm_t4_dpm_a_a", "dpm_t4_dpm_s_s", "dpmpp", "dpmpp_no_anchor", "dpmpp_no_spt", "vit"]
+                    "dpm_t4_dpm_a_a", "dpm_t4_dpm_s_s", "dpmpp", "dpmpp_alpha1_0p5", "dpmpp_alpha1_0p9",
+                    "dpmpp_alpha2_0p3", "dpmpp_alpha2_0p7", "dpmpp_dpm_on_clip", "dpmpp_no_anchor",
+                    "dpmpp_no_mask_guided", "dpmpp_no_spt", "vit"]
+DEMO_SPT = [f"spt_sets@synthocc-{v}" for v in ("alpha1-0p5", "alpha1-0p9", "alpha2-0p3", "alpha2-0p7", "default")]
 
 
 def test_demo_plan_jobs_edges_and_params_keys():
     plan = reg.build_plan(read_yaml(ROOT / "params.yaml"))
     assert [j.id for j in plan.jobs] == (
-        ["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", "spt_sets@synthocc"]
+        ["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", *DEMO_SPT]
         + [f"train@{e}" for e in DEMO_EXPERIMENTS] + [f"evaluate@{e}" for e in DEMO_EXPERIMENTS] + ["tables"])
     edges = plan.edges()
-    assert ("prompts@synthocc", "train@clipreid") in edges and ("spt_sets@synthocc", "train@dpmpp") in edges
-    assert ("saliency@synthocc", "spt_sets@synthocc") in edges
+    assert ("prompts@synthocc", "train@clipreid") in edges and ("spt_sets@synthocc-default", "train@dpmpp") in edges
+    assert all(("saliency@synthocc", job) in edges for job in DEMO_SPT)
+    # an alpha1 row trains on its own partner table, and only on it
+    assert {u for u, v in edges if v == "train@dpmpp_alpha1_0p5"} == {
+        "prepare_data@synthocc", "prompts@synthocc", "spt_sets@synthocc-alpha1-0p5"}
     # a method depends only on the per-dataset stages it needs
     assert {u for u, v in edges if v == "train@vit"} == {"prepare_data@synthocc"}
     assert {u for u, v in edges if v == "train@dpm"} == {"prepare_data@synthocc"}
     assert {u for u, v in edges if v == "train@clipreid"} == {"prepare_data@synthocc", "prompts@synthocc"}
     assert {u for u, v in edges if v == "train@dpmpp_no_spt"} == {"prepare_data@synthocc", "prompts@synthocc",
-                                                                   "spt_sets@synthocc"}
+                                                                   "spt_sets@synthocc-default"}
     assert {u for u, v in edges if v == "tables"} == {f"evaluate@{e}" for e in DEMO_EXPERIMENTS}
     params = {j.id: j.params for j in plan.jobs}
     assert params["prepare_data@synthocc"] == ("datasets.synthocc", "prepare_data")
-    assert params["prompts@synthocc"] == ("prompts",) and params["spt_sets@synthocc"] == ("spt",)
+    assert params["prompts@synthocc"] == ("prompts",) and params["spt_sets@synthocc-default"] == ("spt",)
+    assert params["spt_sets@synthocc-alpha2-0p7"] == ("spt", "experiments.dpmpp_alpha2_0p7.overrides.spt")
+    assert plan.job("spt_sets", "synthocc-alpha1-0p5").cmd == (
+        "python -m stages.spt_sets --dataset synthocc --variant alpha1-0p5")
+    assert plan.job("spt_sets", "synthocc-alpha1-0p5").outs == ("data/spt/synthocc/alpha1-0p5",)
     assert params["train@vit"] == ("seed", "model", "train", "methods.vit", "experiments.vit")
     assert params["train@dpmpp"] == ("seed", "model", "train", "methods.dpmpp", "experiments.dpmpp")
     assert params["evaluate@vit"] == ("evaluate", "experiments.vit")
-    assert params["tables"] == ("tables", "experiments")
+    assert params["tables"] == ("tables", "experiments", *OVERRIDABLE)  # sweep rows at the default read the base
     assert plan.job("train", "vit").side_params == ("tracking",)
     assert plan.job("train", "vit").cmd == "python -m stages.train --experiment vit"
     assert plan.job("prompts", "synthocc").cmd == "python -m stages.prompts --dataset synthocc"
@@ -58,10 +69,10 @@ def test_test_dataset_is_prepared_and_evaluated_but_not_trained_on():
     }, datasets=("market1501", "occluded_reid"), methods=("dpmpp",)))
     assert [j.id for j in plan.jobs if j.stage.fanout == "dataset"] == [
         "prepare_data@market1501", "prepare_data@occluded_reid", "prompts@market1501", "saliency@market1501",
-        "spt_sets@market1501"]  # prompts / partner tables of the training set only
+        "spt_sets@market1501-default"]  # prompts / partner tables of the training set only
     assert plan.job("evaluate", "occ").deps == ("data/prepared/occluded_reid", "data/train/occ/model.pt")
     assert plan.job("train", "occ").deps == ("data/prepared/market1501", "data/prompts/market1501",
-                                             "data/spt/market1501")
+                                             "data/spt/market1501/default")
     item = render_dvc.render(plan)["stages"]["evaluate"]["foreach"]["occ"]
     assert item["test_dataset"] == "occluded_reid" and item["dataset"] == "market1501"
     assert render_dvc.render(plan)["stages"]["evaluate"]["do"]["deps"][0] == "data/prepared/${item.test_dataset}"
@@ -132,8 +143,61 @@ def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
         f"reports/eval/{e}/metrics.json" for e in DEMO_EXPERIMENTS]
     # dpmpp needs two per-dataset outputs: vit's spare slots repeat its prepared folder
     train = doc["stages"]["train"]["foreach"]
-    assert (train["dpmpp"]["need1"], train["dpmpp"]["need2"]) == ("data/prompts/synthocc", "data/spt/synthocc")
+    assert (train["dpmpp"]["need1"], train["dpmpp"]["need2"]) == ("data/prompts/synthocc", "data/spt/synthocc/default")
+    assert train["dpmpp_alpha1_0p9"]["need2"] == "data/spt/synthocc/alpha1-0p9"
+    spt = doc["stages"]["spt_sets"]
+    assert spt["foreach"]["synthocc-default"] == {"dataset": "synthocc", "spt_variant": "default", "spt_params": "spt"}
+    assert spt["foreach"]["synthocc-alpha1-0p5"]["spt_params"] == "experiments.dpmpp_alpha1_0p5.overrides.spt"
+    assert spt["do"]["params"] == ["spt", "${item.spt_params}"]
+    assert spt["do"]["outs"] == ["data/spt/${item.dataset}/${item.spt_variant}"]
     assert (train["vit"]["need1"], train["vit"]["need2"]) == ("data/prepared/synthocc", "data/prepared/synthocc")
+
+
+@pytest.mark.parametrize("override, name", [
+    (None, "default"),
+    ({}, "default"),
+    ({"alpha1": 0.7}, "default"),  # the base value written out: the default table is shared
+    ({"alpha1": 0.6}, "alpha1-0p6"),
+    ({"max_roll": 0, "alpha1": 0.6}, "alpha1-0p6_max_roll-0"),  # key order, whatever the YAML order
+    ({"alpha1": 0.6, "alpha2": 0.5}, "alpha1-0p6"),  # alpha2 equals the base
+    ({"seed": -3}, "seed-m3"),
+    ({"alpha1": 1e-05}, "alpha1-1em05"),
+    ({"prefer_other_ids": False}, "prefer_other_ids-false"),
+])
+def test_variant_names_say_what_the_override_changes(override, name):
+    assert reg.variant_name(override, {"alpha1": 0.7, "alpha2": 0.5, "max_roll": 2}) == name
+
+
+def test_unreadable_or_long_variant_names_become_a_stable_hash():
+    a = reg.variant_name({"alpha1": [0.1, 0.2]}, {})
+    assert a.startswith("h") and len(a) == 11 and reg.NAME_RE.match(a)
+    assert a == reg.variant_name({"alpha1": [0.1, 0.2]}, {}) != reg.variant_name({"alpha1": [0.1, 0.3]}, {})
+    long = reg.variant_name({f"key_{i}": i for i in range(8)}, {})
+    assert long.startswith("h") and len(long) == 11
+
+
+def test_experiments_with_the_same_spt_override_share_one_partner_table():
+    plan = reg.build_plan(params_with({
+        "a": {"dataset": "market1501", "method": "dpmpp", "overrides": {"spt": {"alpha1": 0.6}}},
+        "b": {"dataset": "market1501", "method": "dpmpp",
+              "overrides": {"spt": {"alpha1": 0.6}, "train": {"epochs": 3}}},
+        "c": {"dataset": "market1501", "method": "dpmpp", "overrides": {"spt": {"alpha1": 0.7}}},  # = base
+        "d": {"dataset": "synthocc", "method": "dpmpp", "overrides": {"spt": {"alpha1": 0.6}}},
+    }, methods=("dpmpp",)) | {"spt": {"alpha1": 0.7}})
+    assert [j.id for j in plan.jobs_of("spt_sets")] == [
+        "spt_sets@market1501-alpha1-0p6", "spt_sets@market1501-default", "spt_sets@synthocc-alpha1-0p6"]
+    # tracked at the first experiment (by name) that uses the variant
+    assert plan.job("spt_sets", "market1501-alpha1-0p6").params == ("spt", "experiments.a.overrides.spt")
+    assert plan.job("spt_sets", "synthocc-alpha1-0p6").params == ("spt", "experiments.d.overrides.spt")
+    assert "data/spt/market1501/alpha1-0p6" in plan.job("train", "b").deps
+    assert "data/spt/market1501/default" in plan.job("train", "c").deps
+    assert [j.id for j in plan.jobs_of("saliency")] == ["saliency@market1501", "saliency@synthocc"]
+
+
+def test_an_spt_override_of_a_method_without_partner_tables_makes_no_variant():
+    plan = reg.build_plan(params_with({"v": {"dataset": "synthocc", "method": "vit",
+                                             "overrides": {"spt": {"alpha1": 0.6}}}}))
+    assert plan.experiments["v"].variants == {} and plan.jobs_of("spt_sets") == []
 
 
 def test_committed_dvc_yaml_is_not_stale():
@@ -163,6 +227,9 @@ def test_check_reports_a_stale_dvc_yaml_with_a_diff(tmp_path):
     ({"a": {"dataset": "synthocc", "method": "dpm"}}, "has no section under 'methods'"),
     ({"a": {"dataset": "synthocc"}}, "with 'dataset' and 'method'"),
     ({"a": {"dataset": "synthocc", "method": "vit", "override": {}}}, "unknown params key 'experiments.a.override'"),
+    ({"a": {"dataset": "synthocc", "method": "vit", "overrides": []}}, "'experiments.a.overrides' must be a mapping"),
+    ({"a": {"dataset": "synthocc", "method": "vit", "overrides": {"spt": 0.5}}},
+     "'experiments.a.overrides.spt' must be a mapping"),
 ])
 def test_bad_experiments_are_errors_naming_the_key(experiments, message):
     with pytest.raises(OccreidError, match=message):

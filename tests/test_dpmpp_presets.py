@@ -12,7 +12,8 @@ import yaml
 from occreid.augment.config import SptConfig
 from occreid.config import from_dict, merge, read_yaml
 from occreid.methods.dpmpp import ABLATIONS, VARIANTS, DPMPPConfig, sweep_overrides
-from stages.common import resolve_sections
+from stages.common import StageParams, resolve_sections, spt_section
+from stages.registry import build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "workflow" / "presets").glob("dpmpp_*.yaml"))
@@ -64,10 +65,27 @@ def test_ablation_preset_rows_are_the_methods_rows():
     main = resolved(load(ROOT / "workflow" / "presets" / "dpmpp_occluded_duke.yaml"))["dpmpp_occluded_duke"]
     rows = {**{k: v for k, v in {**ABLATIONS, **VARIANTS}.items() if k != "full"},
             **{k: v["methods"]["dpmpp"] for k, v in sweep_overrides("alpha").items()}}
+    spt_rows = {**sweep_overrides("alpha1"), **sweep_overrides("alpha2")}  # Fig. 5: partner-table thresholds
     got = resolved(preset)
-    assert set(got) == {f"dpmpp_occluded_duke_{k}" for k in rows}
+    assert set(got) == {f"dpmpp_occluded_duke_{k}" for k in [*rows, *spt_rows]}
     base = dataclasses.asdict(main["methods"])
     for row, over in rows.items():
         sections = got[f"dpmpp_occluded_duke_{row}"]
         assert sections["train"] == main["train"]
         assert sections["methods"] == from_dict(DPMPPConfig, merge(base, over)), row
+    params = merge(read_yaml(ROOT / "params.yaml"), preset)
+    plan = build_plan(params)
+    for row, over in spt_rows.items():
+        name = f"dpmpp_occluded_duke_{row}"
+        assert got[name]["methods"] == main["methods"] and got[name]["train"] == main["train"]
+        assert preset["experiments"][name]["overrides"]["spt"] == over["spt"]
+        # its partner table is built with exactly the swept value, the rest of the preset's spt section
+        variant = plan.experiments[name].variant("spt")
+        job = plan.job("spt_sets", f"occluded_duke-{variant}")
+        assert f"data/spt/occluded_duke/{variant}" in plan.job("train", name).deps
+        cfg = spt_section(StageParams(params, job))
+        assert cfg == from_dict(SptConfig, merge(preset["spt"], over["spt"]))
+    # the default values share the default table; every other value has its own
+    variants = {plan.experiments[f"dpmpp_occluded_duke_{row}"].variant("spt") for row in spt_rows}
+    assert variants == {"default", "alpha1-0p5", "alpha1-0p6", "alpha1-0p8", "alpha1-0p9",
+                        "alpha2-0p3", "alpha2-0p4", "alpha2-0p6", "alpha2-0p7"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -33,7 +34,7 @@ def run_both(tmp, params: dict = PARAMS) -> tuple[int, int]:
 def test_spt_sets_end_to_end(tmp_path):
     root = build_person_dataset(tmp_path / "prepared" / "synthocc", ids=4, per_id=3)
     assert run_both(tmp_path) == (0, 0)
-    out = tmp_path / "spt" / "synthocc"
+    out = tmp_path / "spt" / "synthocc" / "default"
     sets = load_spt_sets(out / "partners.npz")
     train = create_dataset("synthocc", root).train
     sets.check_records(train, root)
@@ -60,13 +61,43 @@ def test_spt_sets_end_to_end(tmp_path):
 def test_same_params_same_bytes_other_seed_other_table(tmp_path):
     build_person_dataset(tmp_path / "prepared" / "synthocc", ids=4, per_id=3)
     assert run_both(tmp_path) == (0, 0)
-    out = tmp_path / "spt" / "synthocc"
+    out = tmp_path / "spt" / "synthocc" / "default"
     first = {f: (out / f).read_bytes() for f in ("partners.npz", "transfer_sheet.png", "spt.json")}
     assert run_both(tmp_path) == (0, 0)
     assert first == {f: (out / f).read_bytes() for f in first}
     params = stage_params(saliency=PARAMS["saliency"], spt={**SPT, "candidates": 2, "seed": 7})
     assert run_both(tmp_path, params) == (0, 0)
     assert (out / "partners.npz").read_bytes() != first["partners.npz"]
+
+
+def test_a_variant_is_built_with_its_experiments_override_beside_the_default(tmp_path, capsys):
+    build_person_dataset(tmp_path / "prepared" / "synthocc", ids=4, per_id=3)
+    params = copy.deepcopy(PARAMS)
+    sweep_row = copy.deepcopy(params["experiments"]["dpmpp"])
+    sweep_row["overrides"]["spt"] = {"alpha1": 0.9, "max_roll": 0}
+    params["experiments"]["dpmpp_strict"] = sweep_row
+    assert run_both(tmp_path, params) == (0, 0)  # the default table
+    variant = "alpha1-0p9_max_roll-0"
+    code = exit_code(stage.main, ["--dataset", "synthocc", "--variant", variant, "--params", str(tmp_path / "params.yaml"),
+                                  "--prepared", str(tmp_path / "prepared"), "--saliency", str(tmp_path / "saliency"),
+                                  "--out", str(tmp_path / "spt")])
+    assert code == 0
+    default = load_spt_sets(tmp_path / "spt" / "synthocc" / "default" / "partners.npz")
+    strict = load_spt_sets(tmp_path / "spt" / "synthocc" / variant / "partners.npz")
+    assert strict.config == {**default.config, "alpha1": 0.9, "max_roll": 0}
+    # the same masks, a stricter acceptance: every strict partner scores >= 0.9 with no roll
+    assert np.array_equal(strict.masks, default.masks)
+    kept = strict.table.partner >= 0
+    assert (strict.table.score[kept] >= 0.9 - 1e-3).all() and (strict.table.roll[kept] == 0).all()
+    info = json.loads((tmp_path / "spt" / "synthocc" / variant / "spt.json").read_text())
+    assert info["variant"] == variant and info["config"]["alpha1"] == 0.9
+    capsys.readouterr()
+    code = exit_code(stage.main, ["--dataset", "synthocc", "--variant", "alpha1-0p8", "--params",
+                                  str(tmp_path / "params.yaml"), "--prepared", str(tmp_path / "prepared"),
+                                  "--saliency", str(tmp_path / "saliency"), "--out", str(tmp_path / "spt")])
+    assert code == 2  # no experiment trains with alpha1 0.8: no such job, and the message says which exist
+    err = capsys.readouterr().err
+    assert "no job 'spt_sets@synthocc-alpha1-0p8'" in err and f"spt_sets@synthocc-{variant}" in err
 
 
 def test_saliency_of_other_images_is_refused(tmp_path, capsys):

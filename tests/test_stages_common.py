@@ -56,6 +56,12 @@ def test_the_demo_params_are_valid():
     (lambda p: p["experiments"]["vit"].update(overrides={"methods": {"dpm": {}}}),
      r"changes method\(s\) \['dpm'\], but the experiment runs 'vit'"),
     (lambda p: p["experiments"]["vit"].update(method="nope"), r"'experiments.vit.method' = 'nope' has no section"),
+    (lambda p: p["experiments"]["vit"].update(overrides={"spt": {"alpha1": 0.5}}),
+     r"'experiments.vit.overrides.spt' has no effect: method 'vit' trains without SPT partner tables"),
+    (lambda p: p["experiments"]["dpmpp"]["overrides"].update(spt={"alpha1": 1.5}),
+     r"spt.alpha1 must be in \[0, 1\], got 1.5"),
+    (lambda p: p["experiments"]["dpmpp"]["overrides"].update(spt={"alpha": 0.5}),
+     r"unknown params key 'experiments.dpmpp.overrides.spt.alpha'[\s\S]*did you mean 'alpha[12]'"),
 ])
 def test_a_bad_key_or_value_anywhere_is_an_error_naming_it(change, message):
     params = demo()

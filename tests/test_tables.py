@@ -285,6 +285,19 @@ def test_sweep_without_the_parameter_names_the_experiment(eval_dir):
     spec = TableSpec(name="s", rows=["vit_occduke"], sweep=SweepSpec(param="methods.vit.alpha"))
     with pytest.raises(OccreidError, match="experiment 'vit_occduke' sets no 'overrides.methods.vit.alpha'"):
         sweep_series(spec, EXPERIMENTS, collect_metrics(["vit_occduke"], eval_dir))
+    with pytest.raises(OccreidError, match="params.yaml has no 'methods.vit.alpha'"):
+        sweep_series(spec, EXPERIMENTS, collect_metrics(["vit_occduke"], eval_dir), base={"methods": {"vit": {}}})
+
+
+def test_a_sweep_row_without_the_override_sits_at_the_base_value(eval_dir):
+    exps = dict(EXPERIMENTS)
+    for name, vals in (("pp_low", (0.5, 0.6, 0.7, 0.4, 0.1)), ("pp_main", (0.7, 0.8, 0.9, 0.65, 0.3))):
+        write_json(eval_dir / name / "metrics.json", doc(name, "occluded_duke", "dpmpp", vals))
+    exps["pp_low"] = {"dataset": "occluded_duke", "method": "dpmpp", "overrides": {"spt": {"alpha1": 0.5}}}
+    exps["pp_main"] = {"dataset": "occluded_duke", "method": "dpmpp", "overrides": {}}  # the main row
+    spec = TableSpec(name="a1", rows=["pp_main", "pp_low"], sweep=SweepSpec(param="spt.alpha1"))
+    series = sweep_series(spec, exps, collect_metrics(spec.rows, eval_dir), base={"spt": {"alpha1": 0.7}})
+    assert [(x, round(v["mAP"], 3)) for x, v in series["occluded_duke"]] == [(0.5, 0.4), (0.7, 0.65)]
 
 
 @pytest.mark.parametrize("cfg, problem", [

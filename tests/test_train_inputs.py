@@ -17,8 +17,11 @@ from stage_params import stage_params
 
 def test_inputs_are_the_outputs_train_depends_on():
     pp = with_inputs(DPMPPConfig(), "market1501")
-    assert (pp.text_features, pp.spt_partners) == ("data/prompts/market1501", "data/spt/market1501")
+    assert (pp.text_features, pp.spt_partners) == ("data/prompts/market1501", "data/spt/market1501/default")
     assert sorted([pp.text_features, pp.spt_partners]) == need_paths("dpmpp", "market1501")
+    swept = with_inputs(DPMPPConfig(), "market1501", {"spt": "alpha1-0p6"})  # an alpha1 sweep row's own table
+    assert swept.spt_partners == "data/spt/market1501/alpha1-0p6"
+    assert sorted([swept.text_features, swept.spt_partners]) == need_paths("dpmpp", "market1501", {"spt": "alpha1-0p6"})
     clip = with_inputs(ClipReIDConfig(), "occluded_duke")
     assert [clip.text_features] == need_paths("clipreid", "occluded_duke") == ["data/prompts/occluded_duke"]
     assert with_inputs(VitConfig(), "synthocc") == VitConfig()  # a method without inputs is unchanged

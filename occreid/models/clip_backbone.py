@@ -34,12 +34,18 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).with_name("clip_configs")
 #: open_clip architectures we ship as JSON (registered with open_clip on first use)
-LOCAL_CONFIGS: dict[str, Path] = {"occreid-clip-tiny": CONFIG_DIR / "occreid-clip-tiny.json"}
+LOCAL_CONFIGS: dict[str, Path] = {name: CONFIG_DIR / f"{name}.json" for name in ("occreid-clip-tiny", "occreid-clip-tiny-p8")}
 SieMode = Literal["cls", "all"]
 
 # ~1.8 M parameters (1.6 M of them the text tower's 49408-word embedding table): CPU tests and smoke runs.
 register_backbone(BackboneSpec(
     name="clip_tiny", family="clip", source="occreid-clip-tiny", taps=(1, 2, 3), pretrained_size=(64, 64),
+))
+# The CPU demo's CLIP: the image tower of vit_tiny_p8 (width 96, 4 blocks of 4 heads, patch 8: an 8x4 grid on
+# 64x32 crops), so the demo's CLIP rows compare with its ViT rows at equal capacity; clip_tiny's 3 narrow blocks
+# over patch-16 tokens are too weak to learn synthocc from scratch.
+register_backbone(BackboneSpec(
+    name="clip_tiny_p8", family="clip", source="occreid-clip-tiny-p8", taps=(1, 2, 3, 4), pretrained_size=(64, 64),
 ))
 # CLIP-ReID / DPM++: OpenAI CLIP ViT-B/16 (image width 768, projection 512).
 register_backbone(BackboneSpec(

@@ -58,15 +58,16 @@ def _index_html(tables: list[Table], figures: list[str]) -> str:
 
 
 def build_reports(cfg: TablesConfig, experiments: Mapping[str, Any], eval_dir: str | Path, out_dir: str | Path,
-                  *, source: str = "params.yaml") -> list[Path]:
+                  *, source: str = "params.yaml", base: Mapping[str, Any] | None = None) -> list[Path]:
     """Render the tables of ``cfg`` for ``experiments`` (params.yaml's name → {dataset, method, overrides})
-    from ``<eval_dir>/<experiment>/metrics.json`` into ``out_dir``; returns the files written."""
+    from ``<eval_dir>/<experiment>/metrics.json`` into ``out_dir``; returns the files written. ``base``: the
+    params sections a sweep row that does not override the swept key is read from."""
     specs = table_specs(cfg, source)
     needed = list(dict.fromkeys(e for spec in specs for e in rows_of(spec, experiments, source)))
     metrics = collect_metrics(needed, eval_dir)
     check_experiments(experiments, metrics, source)
     tables = [build_table(spec, experiments, metrics, cfg.decimals, source) for spec in specs]
-    sweeps = {spec.name: sweep_series(spec, experiments, metrics, source) for spec in specs if spec.sweep}
+    sweeps = {spec.name: sweep_series(spec, experiments, metrics, source, base) for spec in specs if spec.sweep}
     out_dir = Path(out_dir)
     names: list[str] = []
     with atomic_path(out_dir) as tmp:

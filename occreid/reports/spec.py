@@ -167,10 +167,13 @@ def _lookup(overrides: Any, dotted: str) -> Any:
 
 
 def sweep_series(spec: TableSpec, experiments: Mapping[str, Any], metrics: Mapping[str, ExperimentMetrics],
-                 source: str = "params.yaml") -> dict[str, list[tuple[Any, dict[str, float | None]]]]:
+                 source: str = "params.yaml", base: Mapping[str, Any] | None = None,
+                 ) -> dict[str, list[tuple[Any, dict[str, float | None]]]]:
     """Per dataset, the points ``(x, {metric: fraction})`` of a sweep table, sorted by x when x is numeric.
 
-    x is ``overrides.<sweep.param>`` of each row's experiment in params.yaml.
+    x is ``overrides.<sweep.param>`` of each row's experiment in params.yaml or, for a row that does not
+    override it (the main experiment at the default setting), the value in ``base`` (params.yaml's
+    sections), so a sweep can include the main row without repeating its defaults.
     """
     assert spec.sweep is not None
     out: dict[str, list[tuple[Any, dict[str, float | None]]]] = {}
@@ -178,9 +181,13 @@ def sweep_series(spec: TableSpec, experiments: Mapping[str, Any], metrics: Mappi
         try:
             x = _lookup((experiments[exp] or {}).get("overrides") or {}, spec.sweep.param)
         except KeyError:
-            raise OccreidError(f"sweep table '{spec.name}': experiment '{exp}' sets no "
-                               f"'overrides.{spec.sweep.param}'", path=source,
-                               fix="set the swept value in every row's overrides, or fix sweep.param") from None
+            try:
+                x = _lookup(base or {}, spec.sweep.param)
+            except KeyError:
+                raise OccreidError(f"sweep table '{spec.name}': experiment '{exp}' sets no "
+                                   f"'overrides.{spec.sweep.param}' and params.yaml has no '{spec.sweep.param}'",
+                                   path=source, fix="set the swept value in the row's overrides, or fix "
+                                                    "sweep.param") from None
         m = metrics[exp]
         out.setdefault(m.dataset, []).append((x, {k: m.value(spec.sweep.subset, k) for k in spec.sweep.metrics}))
     for points in out.values():
