@@ -22,7 +22,10 @@ BIN = Path(sys.executable).parent
 COPY = ("stages", "occreid", "workflow", "Snakefile", "params.yaml", ".dvcignore", "environment.yml", "pyproject.toml")
 
 
-TINY_EXPERIMENTS = ("vit", "clipreid", "dpm", "dpmpp")  # one per method: every stage runs, no ablation rows
+# One per method, so every stage runs, plus the alpha1 sweep rows: their own partner tables (spt_sets variants)
+# and the sweep plot. No ablation rows.
+TINY_EXPERIMENTS = ("vit", "clipreid", "dpm", "dpmpp", "dpmpp_alpha1_0p5", "dpmpp_alpha1_0p9")
+TINY_SPT_VARIANTS = ("default", "alpha1-0p5", "alpha1-0p9")
 
 
 def tiny(params: dict) -> dict:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from occreid.errors import OccreidError
-from occreid.models.clip_backbone import ClipImageBackbone, load_clip, resize_pos_embed
-from occreid.models.factory import create_backbone
+from occreid.models.clip_backbone import LOCAL_CONFIGS, ClipImageBackbone, load_clip, resize_pos_embed
+from occreid.models.factory import BACKBONES, create_backbone
 
 
 
@@ -175,3 +175,34 @@ def test_pretrained_file_loads_and_missing_weights_explain(clip, tmp_path):
         load_clip("clip_tiny", "default")
     with pytest.raises(OccreidError, match="not a CLIP model"):
         load_clip("vit_tiny")
+
+
+# Every CLIP variant without published weights is a config shipped in occreid/models/clip_configs/: it must
+# build offline, reproducibly from the seed, and give the taps and grid its spec and config say.
+RANDOM_CLIPS = [n for n in BACKBONES.names() if BACKBONES.get(n).family == "clip" and BACKBONES.get(n).default_tag is None]
+
+
+@pytest.mark.parametrize("name", RANDOM_CLIPS)
+def test_shipped_clip_configs_build_offline_with_their_declared_shape(name):
+    import json
+
+    spec = BACKBONES.get(name)
+    cfg = json.loads(LOCAL_CONFIGS[spec.source].read_text())["vision_cfg"]
+    a, b = load_clip(name, seed=0), load_clip(name, seed=0)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    backbone = create_backbone(name, img_size=(64, 32), num_cams=3, sie_mode="cls", sie_coef=1.0).eval()
+    out = backbone(torch.randn(2, 3, 64, 32), torch.tensor([0, 2]))
+    p = cfg["patch_size"]
+    grid = (64 // p, 32 // p)
+    assert out.grid == grid and out.cls.shape == (2, cfg["width"])
+    assert [t.shape for t in out.taps] == [(2, grid[0] * grid[1], cfg["width"])] * len(spec.taps)
+    assert max(spec.taps) == cfg["layers"]
+
+
+def test_the_demo_clip_matches_the_demo_vit_in_size():
+    """clip_tiny_p8 is the demo's CLIP so its rows compare with vit_tiny_p8's at equal capacity."""
+    clip = create_backbone("clip_tiny_p8", img_size=(64, 32), taps=())
+    vit = create_backbone("vit_tiny_p8", img_size=(64, 32), taps=())
+    n_clip = sum(p.numel() for p in clip.parameters())
+    n_vit = sum(p.numel() for p in vit.parameters())
+    assert abs(n_clip - n_vit) / n_vit < 0.1, (n_clip, n_vit)

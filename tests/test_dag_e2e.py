@@ -19,9 +19,10 @@ from dag_fixtures import project_copy, run
 from stages.params import read_yaml
 
 pytestmark = pytest.mark.slow
-from dag_fixtures import TINY_EXPERIMENTS
+from dag_fixtures import TINY_EXPERIMENTS, TINY_SPT_VARIANTS
 
-ALL_JOBS = sorted(["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", "spt_sets@synthocc", "tables"]
+ALL_JOBS = sorted(["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", "tables"]
+                  + [f"spt_sets@synthocc-{v}" for v in TINY_SPT_VARIANTS]
                   + [f"{s}@{e}" for s in ("train", "evaluate") for e in TINY_EXPERIMENTS])
 
 
@@ -67,6 +68,11 @@ def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
     assert saved["text_features"] is None and saved["spt_partners"] is None
     main_table = (dvc / "reports/tables/main.md").read_text()
     assert all(label in main_table for label in ("CLIP-ReID", "DPM++", "ViT baseline"))
+    # the alpha1 sweep: each row's partner table is built with its value, and the plot has all three points
+    for variant, alpha1 in (("default", 0.7), ("alpha1-0p5", 0.5), ("alpha1-0p9", 0.9)):
+        assert json.loads((dvc / f"data/spt/synthocc/{variant}/spt.json").read_text())["config"]["alpha1"] == alpha1
+    assert (dvc / "reports/tables/sweep_dpmpp_alpha1.png").stat().st_size > 5000
+    assert "alpha1 = 0.9" in (dvc / "reports/tables/dpmpp_alpha1.md").read_text()
 
     start = time.perf_counter()
     again = run(["dvc", "repro"], dvc)
@@ -84,7 +90,7 @@ def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
     run(["snakemake", "-c2"], smk)
     assert files(smk / "data/prepared/synthocc") == files(dvc / "data/prepared/synthocc")
     assert results(smk) == expected
-    for experiment in ("clipreid", "dpmpp"):  # the CLIP methods read the prompts / partner tables
+    for experiment in ("clipreid", "dpmpp", "dpmpp_alpha1_0p9"):  # the CLIP methods read prompts / partner tables
         assert results(smk, experiment)["train"] == results(dvc, experiment)["train"], experiment
     assert sorted(p.name for p in (smk / "reports/tables").iterdir() if p.name != ".snakemake_timestamp") == \
         sorted(p.name for p in (dvc / "reports/tables").iterdir())
