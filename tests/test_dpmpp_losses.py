@@ -83,8 +83,13 @@ def test_masked_distance_by_hand_uses_the_anchor_mask():
 def test_constant_masks_give_the_euclidean_distance(level):
     g = torch.Generator().manual_seed(1)
     f = torch.randn(7, 16, generator=g)
-    torch.testing.assert_close(masked_distances(f, torch.full((7, 16), level)), euclidean_distances(f, f),
-                               atol=1e-4, rtol=1e-5)
+    masked, plain = masked_distances(f, torch.full((7, 16), level)), euclidean_distances(f, f)
+    off = ~torch.eye(7, dtype=torch.bool)
+    torch.testing.assert_close(masked[off], plain[off], atol=1e-4, rtol=1e-5)
+    # Self-distances are float32 cancellation noise of ||f||² − 2 f·f + ||f||² (the order of the sums differs
+    # between the two routes and the BLAS kernel): at most sqrt(8 · eps · ||f||²), not exactly equal.
+    bound = (8 * torch.finfo(torch.float32).eps * f.pow(2).sum(1)).sqrt()
+    assert (masked.diagonal() <= bound).all() and (plain.diagonal() <= bound).all()
     torch.testing.assert_close(masked_distances(f, None), euclidean_distances(f, f))
 
 
