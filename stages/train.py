@@ -14,6 +14,7 @@ import argparse
 import csv
 import dataclasses
 import io
+import json
 import logging
 import math
 import time
@@ -46,6 +47,18 @@ def without_inputs(method_cfg):
     features are buffers), so evaluation rebuilds the model without the prompts or partner folders."""
     names = {f.name for f in dataclasses.fields(method_cfg)}
     return dataclasses.replace(method_cfg, **{k: None for k in METHOD_INPUTS if k in names})
+
+
+def partner_table_config(method_cfg) -> dict:
+    """``{"spt": {variant, alpha1, alpha2, ...}}``: the settings of the partner table the experiment trains on,
+    read from the table's own spt.json (what was built, not what params.yaml says now), so the MLflow run and
+    model.pt of an α1/α2 sweep row say which table it used. Empty for a method without partner tables."""
+    folder = getattr(method_cfg, "spt_partners", None)
+    info = Path(folder) / "spt.json" if folder else None
+    if info is None or not info.is_file():
+        return {}
+    doc = json.loads(info.read_text(encoding="utf-8"))
+    return {"spt": {"variant": doc.get("variant"), **doc.get("config", {})}}
 
 
 def history_csv(history: list[dict]) -> str:
@@ -103,6 +116,7 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     method = create_method(method_name, method_cfg, splits.num_train_pids, splits.num_cams)
     config = {"experiment": experiment, "dataset": dataset, "method": method_name,
               "methods": {method_name: dataclasses.asdict(without_inputs(method_cfg))}, "train": dataclasses.asdict(train_cfg)}
+    config.update(partner_table_config(method_cfg))
     out = OUT / experiment
     start = time.perf_counter()
     with start_run(experiment, "train", uri=tracking_uri(tracking.uri), enabled=tracking_enabled(tracking.enabled),

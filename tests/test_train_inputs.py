@@ -3,6 +3,8 @@ config that does not need them again; params validation refuses a hand-set input
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from occreid.errors import OccreidError
@@ -11,7 +13,7 @@ from occreid.methods.dpmpp import DPMPPConfig
 from occreid.methods.vit import VitConfig
 from stages.common import validate
 from stages.registry import need_paths
-from stages.train import with_inputs, without_inputs
+from stages.train import partner_table_config, with_inputs, without_inputs
 from stage_params import stage_params
 
 
@@ -27,6 +29,17 @@ def test_inputs_are_the_outputs_train_depends_on():
     assert with_inputs(VitConfig(), "synthocc") == VitConfig()  # a method without inputs is unchanged
     saved = without_inputs(pp)
     assert saved.text_features is None and saved.spt_partners is None and saved.backbone == pp.backbone
+
+
+def test_the_run_config_names_the_partner_table_it_trained_on(tmp_path):
+    folder = tmp_path / "spt" / "synthocc" / "alpha1-0p9"
+    folder.mkdir(parents=True)
+    (folder / "spt.json").write_text(json.dumps({"variant": "alpha1-0p9", "images": 12,
+                                                 "config": {"alpha1": 0.9, "alpha2": 0.5}}))
+    assert partner_table_config(DPMPPConfig(spt_partners=str(folder))) == {
+        "spt": {"variant": "alpha1-0p9", "alpha1": 0.9, "alpha2": 0.5}}
+    assert partner_table_config(DPMPPConfig(spt_partners=str(tmp_path / "missing"))) == {}
+    assert partner_table_config(VitConfig()) == {}
 
 
 def test_a_hand_set_input_path_is_refused():
