@@ -4,6 +4,7 @@
     occreid params check              validate params.yaml (what every stage does first)
     occreid where                     where the tables, metrics, models and the MLflow store are
     occreid preset list | apply NAME  paper presets: list them / merge one into params.yaml, re-render dvc.yaml
+    occreid replicate EXP --seeds 1 2 seed replicates of EXP (its table row becomes mean ± sd over the seeds)
     occreid prepare|train|evaluate|tables ...   run one stage (same as python -m stages.<name> ...)
 
 Why here and not in the stages: ``dvc repro`` and ``snakemake`` run the stages; these commands are for the
@@ -137,6 +138,30 @@ def cmd_preset_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replicate(args: argparse.Namespace) -> int:
+    """Add seed replicates of an experiment to params.yaml (validated, comments kept), re-render dvc.yaml:
+    the tables then show the experiment's row as mean ± sd over its seeds."""
+    import yaml
+
+    from occreid.presets import merge_into_params, seed_replicates
+    from stages import render_dvc
+    from stages.common import validate
+
+    root = Path(args.root)
+    params_file = root / "params.yaml"
+    experiments = (yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}).get("experiments") or {}
+    added = seed_replicates(experiments, args.experiment, args.seeds)
+    existing = sorted(set(added) & set(experiments))
+    if existing:
+        raise OccreidError(f"params.yaml already has experiment(s) {', '.join(existing)}", path=params_file,
+                           fix="choose other seeds, or remove them first")
+    merge_into_params({"experiments": added}, params_file, validate=lambda params: validate(params, params_file))
+    render_dvc.write(root)
+    print(f"added {', '.join(added)} to {params_file} (replicates of {args.experiment}); "
+          f"re-rendered {root / render_dvc.DVC_FILE}; run `dvc repro`")
+    return 0
+
+
 def stage_runner(stage: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from stages.common import run as run_stage
@@ -178,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     papply.add_argument("name", help="a preset name (see `occreid preset list`) or a .yaml file")
     papply.add_argument("--root", default=".", help="project folder (default: .)")
     papply.set_defaults(func=cmd_preset_apply)
+
+    rep = sub.add_parser("replicate", help="add seed replicates of an experiment (tables: mean ± sd over seeds)")
+    rep.add_argument("experiment", help="an experiment of params.yaml")
+    rep.add_argument("--seeds", type=int, nargs="+", required=True, help="train.seed of each replicate")
+    rep.add_argument("--root", default=".", help="project folder (default: .)")
+    rep.set_defaults(func=cmd_replicate)
 
     for alias, stage in STAGE_ALIASES.items():
         p = sub.add_parser(alias, help=f"run stage {stage} (python -m stages.{stage} ARGS)", add_help=False)

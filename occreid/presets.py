@@ -41,6 +41,8 @@ def _yaml() -> YAML:
     y = YAML()  # round-trip mode: comments, key order and flow style survive
     y.preserve_quotes = True
     y.width = 120
+    # Write null as `null`, as params.yaml spells it (ruamel's default writes nothing after the colon).
+    y.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return y
 
 
@@ -60,22 +62,10 @@ def _merge_into(target: CommentedMap, overrides: Any, where: str) -> None:
             target[key] = value
 
 
-def apply_preset(
-    preset: str | Path,
-    params_file: str | Path = "params.yaml",
-    *,
-    presets_dir: str | Path = PRESETS_DIR,
-    validate: Callable[[dict], None] | None = None,
-) -> dict:
-    """Merge a preset into ``params_file``; return the preset's overrides (as plain data).
-
-    ``validate`` receives the merged params as plain dicts and raises :class:`OccreidError` when they are
-    invalid; nothing is written then.
-    """
-    path = preset_path(str(preset), presets_dir)
-    overrides = _load(path)
-    if not isinstance(overrides, dict) or not overrides:
-        raise OccreidError("a preset must be a non-empty mapping of params sections", path=path)
+def merge_into_params(overrides: dict, params_file: str | Path = "params.yaml", *,
+                      validate: Callable[[dict], None] | None = None) -> None:
+    """Deep-merge ``overrides`` into ``params_file`` keeping its comments and layout; ``validate`` receives the
+    merged params as plain dicts and raises :class:`OccreidError` when they are invalid (nothing is written)."""
     params_file = Path(params_file)
     if not params_file.is_file():
         raise OccreidError("params file not found", path=params_file, fix="run from the project folder")
@@ -89,6 +79,47 @@ def apply_preset(
 
         validate(yaml.safe_load(text))
     write_text(params_file, text)
+
+
+def apply_preset(
+    preset: str | Path,
+    params_file: str | Path = "params.yaml",
+    *,
+    presets_dir: str | Path = PRESETS_DIR,
+    validate: Callable[[dict], None] | None = None,
+) -> dict:
+    """Merge a preset into ``params_file`` (see :func:`merge_into_params`); return the preset's overrides
+    (as plain data)."""
+    path = preset_path(str(preset), presets_dir)
+    overrides = _load(path)
+    if not isinstance(overrides, dict) or not overrides:
+        raise OccreidError("a preset must be a non-empty mapping of params sections", path=path)
+    merge_into_params(overrides, params_file, validate=validate)
     import yaml
 
     return yaml.safe_load(io.StringIO(path.read_text(encoding="utf-8")))
+
+
+def seed_replicates(experiments: dict, name: str, seeds: list[int]) -> dict[str, dict]:
+    """``{<name>_seed<k>: entry}``: copies of experiment ``name`` with ``train.seed`` = k and
+    ``replicate_of: name``, the entries ``occreid replicate`` adds (the tables average them with ``name``)."""
+    import copy
+
+    if name not in experiments:
+        raise OccreidError(f"unknown experiment '{name}'", path="params.yaml", fix=did_you_mean(name, experiments))
+    original = experiments[name] or {}
+    if original.get("replicate_of"):
+        raise OccreidError(f"'{name}' is itself a replicate of '{original['replicate_of']}'",
+                           fix=f"replicate '{original['replicate_of']}'")
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise OccreidError(f"seeds must be distinct non-negative ints, got {seeds}")
+    out = {}
+    for seed in seeds:
+        entry = copy.deepcopy(dict(original))
+        overrides = entry.setdefault("overrides", {}) or {}
+        overrides.setdefault("train", {})
+        overrides["train"]["seed"] = seed
+        entry["overrides"] = overrides
+        entry["replicate_of"] = name
+        out[f"{name}_seed{seed}"] = entry
+    return out

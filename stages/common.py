@@ -57,6 +57,7 @@ class ExperimentSpec:
     method: str
     test_dataset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    replicate_of: str | None = None  # a seed replicate of that experiment (tables: mean ± sd over the seeds)
 
 
 def schema(ref: str) -> type:
@@ -135,6 +136,8 @@ def _validate(params: Mapping, source: str) -> None:
             check_variant_override(params, name, spec, source)
         resolved = resolve_sections(params, name, tuple(RESOLVED), source)
         check_method_inputs(params, name, spec, resolved["methods"], source)
+        if spec.replicate_of is not None:
+            check_replicate(params, name, spec, resolved["train"].seed, source)
     for job in build_plan(params, source).jobs:
         for key in job.params:
             lookup(params, key, source)
@@ -186,6 +189,41 @@ def check_variant_override(params: Mapping, name: str, spec: ExperimentSpec, sou
         raise OccreidError(f"'{where}' has no effect: method '{spec.method}' trains without SPT partner tables",
                            path=source, fix=f"remove it (partner tables are used by: {', '.join(users) or 'no method'})")
     from_dict(schema(SECTIONS["spt"]), merge(params.get("spt") or {}, spec.overrides["spt"]), key=where, source=source)
+
+
+def _without_seed(overrides: Mapping) -> dict:
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (overrides or {}).items()}
+    out.get("train", {}).pop("seed", None)
+    return {k: v for k, v in out.items() if not (k == "train" and not v)}
+
+
+def check_replicate(params: Mapping, name: str, spec: ExperimentSpec, seed: int, source: str) -> None:
+    """A seed replicate is its original with another ``train.seed`` and nothing else, so that averaging them
+    in a table measures the seed's spread and nothing more."""
+    where = f"experiments.{name}.replicate_of"
+    experiments = params["experiments"]
+    target = spec.replicate_of
+    if target not in experiments or target == name:
+        raise OccreidError(f"'{where}' = {target!r} is not another experiment", path=source,
+                           fix=did_you_mean(str(target), [n for n in experiments if n != name]))
+    original = from_dict(ExperimentSpec, experiments[target], key=f"experiments.{target}", source=source)
+    if original.replicate_of is not None:
+        raise OccreidError(f"'{where}' = {target!r} is itself a replicate (of {original.replicate_of!r})",
+                           path=source, fix=f"set replicate_of: {original.replicate_of}")
+    for key in ("dataset", "method", "test_dataset"):
+        if getattr(spec, key) != getattr(original, key):
+            raise OccreidError(f"seed replicate '{name}' has {key} {getattr(spec, key)!r}, its original '{target}' "
+                               f"{getattr(original, key)!r}", path=source, fix=f"use the same {key}")
+    if _without_seed(spec.overrides) != _without_seed(original.overrides):
+        raise OccreidError(f"seed replicate '{name}' changes more than train.seed of '{target}'", path=source,
+                           fix=f"copy the overrides of '{target}' and change only train.seed "
+                               f"(`occreid replicate {target} --seeds N ...` writes them)")
+    seeds = {n: resolve_sections(params, n, ("train",), source)["train"].seed
+             for n, e in experiments.items() if n == target or (e or {}).get("replicate_of") == target}
+    clash = sorted(n for n, s in seeds.items() if s == seed and n != name)
+    if clash:
+        raise OccreidError(f"seed replicate '{name}' trains with seed {seed}, as '{clash[0]}' does", path=source,
+                           fix="give each replicate its own train.seed")
 
 
 def spt_section(params: "StageParams") -> Any:

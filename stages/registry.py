@@ -290,7 +290,7 @@ class Experiment:
         return ctx
 
 
-EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides")
+EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides", "replicate_of")
 
 
 def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Experiment]:

@@ -21,10 +21,11 @@ def params_with(experiments: dict, datasets=("synthocc", "market1501"), methods=
     return {"datasets": {d: {} for d in datasets}, "methods": {m: {} for m in methods}, "experiments": experiments}
 
 
-DEMO_EXPERIMENTS = ["clipreid", "dpm", "dpm_t3_baseline", "dpm_t3_dpm", "dpm_t3_dpm_hr", "dpm_t4_baseline_a",
-                    "dpm_t4_dpm_a_a", "dpm_t4_dpm_s_s", "dpmpp", "dpmpp_alpha1_0p5", "dpmpp_alpha1_0p9",
-                    "dpmpp_alpha2_0p3", "dpmpp_alpha2_0p7", "dpmpp_dpm_on_clip", "dpmpp_no_anchor",
-                    "dpmpp_no_mask_guided", "dpmpp_no_spt", "vit"]
+DEMO_EXPERIMENTS = sorted(["clipreid", "dpm", "dpm_t3_baseline", "dpm_t3_dpm", "dpm_t3_dpm_hr", "dpm_t4_baseline_a",
+                           "dpm_t4_dpm_a_a", "dpm_t4_dpm_s_s", "dpmpp", "dpmpp_alpha1_0p5", "dpmpp_alpha1_0p9",
+                           "dpmpp_alpha2_0p3", "dpmpp_alpha2_0p7", "dpmpp_dpm_on_clip", "dpmpp_no_anchor",
+                           "dpmpp_no_mask_guided", "dpmpp_no_spt", "vit"]
+                          + [f"{e}_seed{k}" for e in ("vit", "clipreid", "dpm", "dpmpp") for k in (1, 2)])
 DEMO_SPT = [f"spt_sets@synthocc-{v}" for v in ("alpha1-0p5", "alpha1-0p9", "alpha2-0p3", "alpha2-0p7", "default")]
 
 

@@ -84,3 +84,28 @@ def test_a_preset_the_validation_refuses_changes_nothing(tmp_path, capsys):
     assert before == {f: (root / f).read_text() for f in before}
     assert main(["preset", "apply", "nope", "--root", str(root)]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_replicate_adds_seed_copies_that_validate_and_keep_the_comments(tmp_path, capsys):
+    root = project(tmp_path)
+    before = (root / "params.yaml").read_text()
+    assert main(["replicate", "dpmpp", "--seeds", "3", "4", "--root", str(root)]) == 0  # the demo has 1 and 2
+    assert "added dpmpp_seed3, dpmpp_seed4" in capsys.readouterr().out
+    text = (root / "params.yaml").read_text()
+    assert "# DPM++ (docs/METHOD.md): every DPM switch plus the four DPM++ parts" in text  # comments kept
+    params = read_yaml(root / "params.yaml")
+    validate(params, root / "params.yaml")
+    render_dvc.check(root)
+    original = params["experiments"]["dpmpp"]
+    for seed in (3, 4):
+        copy = params["experiments"][f"dpmpp_seed{seed}"]
+        assert copy["replicate_of"] == "dpmpp" and copy["overrides"]["train"] == {"seed": seed}
+        assert {k: v for k, v in copy["overrides"].items() if k != "train"} == original["overrides"]
+    assert "train@dpmpp_seed4" in {j.id for j in build_plan(params).jobs}
+    assert read_yaml(root / "params.yaml")["experiments"]["dpmpp"] == yaml.safe_load(before)["experiments"]["dpmpp"]
+    # again with a seed that exists: refused, nothing written
+    assert main(["replicate", "dpmpp", "--seeds", "4", "5", "--root", str(root)]) == 2
+    assert "already has experiment(s) dpmpp_seed4" in capsys.readouterr().err
+    assert main(["replicate", "dpmpp", "--seeds", "0", "--root", str(root)]) == 2  # the original's own seed
+    assert "trains with seed 0, as 'dpmpp' does" in capsys.readouterr().err
+    assert read_yaml(root / "params.yaml") == params

@@ -35,6 +35,34 @@ def test_the_demo_params_are_valid():
     common.validate(DEMO)
 
 
+def _replicate(**entry):
+    return lambda p: p["experiments"].update(
+        vit_s1={"dataset": "synthocc", "method": "vit", "replicate_of": "vit", "overrides": {"train": {"seed": 1}},
+                **entry})
+
+
+REPLICATE_ERRORS = [
+    (_replicate(replicate_of="vitt"), r"'experiments.vit_s1.replicate_of' = 'vitt' is not another experiment"),
+    (_replicate(overrides={}), r"seed replicate 'vit_s1' trains with seed 0, as 'vit' does"),
+    (_replicate(overrides={"train": {"seed": 1, "epochs": 3}}), r"changes more than train.seed of 'vit'"),
+    (_replicate(method="dpm"), r"seed replicate 'vit_s1' has method 'dpm', its original 'vit' 'vit'"),
+    (lambda p: (_replicate()(p), p["experiments"].update(vit_s2={**p["experiments"]["vit_s1"], "replicate_of": "vit_s1",
+                                                                  "overrides": {"train": {"seed": 2}}})),
+     r"'vit_s1' is itself a replicate \(of 'vit'\)"),
+]
+
+
+@pytest.mark.parametrize("change, message", REPLICATE_ERRORS)
+def test_a_seed_replicate_differs_from_its_original_in_the_seed_only(change, message):
+    params = demo()
+    _replicate()(params)
+    common.validate(params)  # a proper replicate
+    params = demo()
+    change(params)
+    with pytest.raises(OccreidError, match=message):
+        common.validate(params, "params.yaml")
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda p: p.update(trian={}), r"unknown params key 'trian'[\s\S]*did you mean 'train'"),
     (lambda p: p["train"].update(epoch=3), r"unknown params key 'train.epoch'[\s\S]*did you mean 'epochs'"),

@@ -318,3 +318,40 @@ def test_stale_metrics_disagreeing_with_params_are_refused(eval_dir, tmp_path):
     exps = {**EXPERIMENTS, "vit_market": {"dataset": "msmt17", "method": "vit"}}
     with pytest.raises(OccreidError, match="dataset is 'market1501' but params.yaml says .* 'msmt17'"):
         build_reports(TablesConfig(), exps, eval_dir, tmp_path / "out")
+
+
+# --- seed replicates -------------------------------------------------------------------------------------
+
+def test_seed_replicates_fold_into_one_row_with_mean_and_sample_sd(eval_dir, tmp_path):
+    exps = dict(EXPERIMENTS)
+    # vit_occduke (R1 71.234, mAP 60) plus two replicates: R1 66.234 and 76.234, mAP 50 and 70
+    for k, (r1, m) in enumerate(((0.66234, 0.50), (0.76234, 0.70)), start=1):
+        name = f"vit_occduke_seed{k}"
+        write_json(eval_dir / name / "metrics.json", doc(name, "occluded_duke", "vit", (r1, 0.80, 0.85, m, 0.30)))
+        exps[name] = {"dataset": "occluded_duke", "method": "vit", "replicate_of": "vit_occduke",
+                      "overrides": {"train": {"seed": k}}}
+    spec = TableSpec(name="t", datasets=["occluded_duke"], subsets=["all"], columns=["R1", "R5", "mAP"])
+    runs = ["vit_occduke", "vit_occduke_seed1", "vit_occduke_seed2", "dpmpp_occduke", "vit_market"]
+    table = build_table(spec, exps, collect_metrics(runs, eval_dir))
+    # empty rows: every experiment but the replicates (vit on two datasets shares one row)
+    assert table.experiments == [["vit_occduke", "vit_market"], ["dpmpp_occduke"]]
+    assert table.runs == [3, 1]
+    # R1: mean of 71.234, 66.234, 76.234 = 71.234, sample sd sqrt((5² + 5²) / 2) = 5; mAP 60 ± 10; R5 equal: sd 0
+    assert table.shown()[0] == ["71.2 ± 5.0", "80.0 ± 0.0", "60.0 ± 10.0"]
+    assert table.shown()[1] == ["68.9", "85.0", "65.5"]  # one run: no spread
+    assert table.best() == {(0, 0), (1, 1), (1, 2)}  # bold goes by the mean
+    md = md_rows(to_markdown(table))
+    assert md["ViT (3 seeds)"] == ["**71.2 ± 5.0**", "80.0 ± 0.0", "60.0 ± 10.0"]
+    assert "mean ± sample sd over its seeds" in to_markdown(table)
+    assert r"71.2 $\pm$ 5.0" in to_latex(table) and "71.2 ± 5.0" in to_html(table)
+    frame = pd.read_csv(__import__("io").StringIO(to_csv(table)))
+    assert list(frame.columns[:4]) == ["row", "runs", "occluded_duke/all/R1", "occluded_duke/all/R1_sd"]
+    assert frame.loc[0, "runs"] == 3 and frame.loc[0, "occluded_duke/all/mAP_sd"] == 10.0
+    assert pd.isna(frame.loc[1, "occluded_duke/all/mAP_sd"])
+    # a sweep point of a replicated row is the mean over its seeds
+    sweep = TableSpec(name="s", rows=["vit_occduke"], sweep=SweepSpec(param="train.lr"))
+    series = sweep_series(sweep, exps, collect_metrics(runs, eval_dir), base={"train": {"lr": 0.1}})
+    assert [(x, round(v["mAP"], 6)) for x, v in series["occluded_duke"]] == [(0.1, 0.6)]
+    # the reports stage reads the replicates' metrics without listing them as rows
+    written = build_reports(TablesConfig(tables=[spec]), exps, eval_dir, tmp_path / "out")
+    assert "ViT (3 seeds)" in (tmp_path / "out" / "t.md").read_text() and written

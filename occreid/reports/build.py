@@ -17,7 +17,7 @@ from occreid.errors import OccreidError
 from occreid.io import atomic_path, write_text
 from occreid.reports.collect import ExperimentMetrics, collect_metrics
 from occreid.reports.plots import plot_cmc, plot_sweep
-from occreid.reports.spec import TablesConfig, build_table, rows_of, sweep_series, table_specs
+from occreid.reports.spec import TablesConfig, build_table, rows_of, runs_of, sweep_series, table_specs
 from occreid.reports.tables import Table, page, to_csv, to_html, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def build_reports(cfg: TablesConfig, experiments: Mapping[str, Any], eval_dir: s
     from ``<eval_dir>/<experiment>/metrics.json`` into ``out_dir``; returns the files written. ``base``: the
     params sections a sweep row that does not override the swept key is read from."""
     specs = table_specs(cfg, source)
-    needed = list(dict.fromkeys(e for spec in specs for e in rows_of(spec, experiments, source)))
+    runs = runs_of(experiments)  # a row with seed replicates needs their metrics too
+    needed = list(dict.fromkeys(r for spec in specs for e in rows_of(spec, experiments, source) for r in runs[e]))
     metrics = collect_metrics(needed, eval_dir)
     check_experiments(experiments, metrics, source)
     tables = [build_table(spec, experiments, metrics, cfg.decimals, source) for spec in specs]

@@ -4,6 +4,9 @@ Why: every table of the papers is "rows = methods or ablation settings, column g
 subset, columns = R1 R5 R10 mAP". A spec names the rows (experiments of params.yaml) and the groups, and
 :func:`build_table` looks the numbers up; renderers (``tables.py``) only format. Experiments that share a
 row label (for instance one method evaluated on two datasets) fill one row, each in its dataset's group.
+Seed replicates (experiments with ``replicate_of: <name>``, written by ``occreid replicate``) are not rows
+of their own: the row of ``<name>`` shows the mean and sample standard deviation over it and its replicates
+(:func:`runs_of`), and a sweep point is their mean.
 
 params.yaml::
 
@@ -25,6 +28,7 @@ params.yaml::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,9 +100,33 @@ def table_specs(cfg: TablesConfig, source: str = "params.yaml") -> list[TableSpe
     return specs
 
 
+def runs_of(experiments: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Experiment → the runs its row averages: itself, then the experiments that name it in ``replicate_of``
+    (seed replicates, in params.yaml order). Validation (stages.common) makes sure replicates differ from
+    their original in ``train.seed`` only."""
+    out = {name: [name] for name in experiments}
+    for name, spec in experiments.items():
+        original = (spec or {}).get("replicate_of")
+        if original in out:
+            out[original].append(name)
+    return out
+
+
+def mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the present values (sd None for fewer than two)."""
+    have = [v for v in values if v is not None]
+    if not have:
+        return None, None
+    mean = math.fsum(have) / len(have)
+    if len(have) < 2:
+        return mean, None
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in have) / (len(have) - 1))
+
+
 def rows_of(spec: TableSpec, experiments: Mapping[str, Any], source: str = "params.yaml") -> list[str]:
-    """The experiments of a table (all of params.yaml's, in order, when ``rows`` is empty), checked."""
-    rows = list(spec.rows) or list(experiments)
+    """The experiments of a table (all of params.yaml's but seed replicates, which fold into their original's
+    row, in order, when ``rows`` is empty), checked."""
+    rows = list(spec.rows) or [n for n, e in experiments.items() if not (e or {}).get("replicate_of")]
     for name in rows:
         if name not in experiments:
             raise OccreidError(f"table '{spec.name}' lists unknown experiment '{name}'", path=source,
@@ -149,12 +177,18 @@ def build_table(spec: TableSpec, experiments: Mapping[str, Any], metrics: Mappin
             raise OccreidError(f"table '{spec.name}': experiments '{clash[0]}' and '{exp}' share the label "
                                f"'{label}' on one dataset", path=source, fix="give them distinct row_labels")
         row.append(exp)
-    values = []
+    runs = runs_of(experiments)
+    values, spread, counts = [], [], []
     for row in members:
-        by_ds = {metrics[e].dataset: metrics[e] for e in row}
-        values.append([by_ds[g.dataset].value(g.subset, col) if g.dataset in by_ds else None
-                       for g in groups for col in spec.columns])
-    return Table(spec.name, spec.title or spec.name, labels, members, groups, list(spec.columns), values, decimals)
+        by_ds = {metrics[e].dataset: e for e in row}
+        cells = [mean_sd([metrics[r].value(g.subset, col) for r in runs[by_ds[g.dataset]]])
+                 if g.dataset in by_ds else (None, None) for g in groups for col in spec.columns]
+        values.append([m for m, _ in cells])
+        spread.append([sd for _, sd in cells])
+        counts.append(max(len(runs[e]) for e in row))
+    replicated = any(n > 1 for n in counts)
+    return Table(spec.name, spec.title or spec.name, labels, members, groups, list(spec.columns), values, decimals,
+                 runs=counts if replicated else None, spread=spread if replicated else None)
 
 
 def _lookup(overrides: Any, dotted: str) -> Any:
@@ -188,8 +222,9 @@ def sweep_series(spec: TableSpec, experiments: Mapping[str, Any], metrics: Mappi
                                    f"'overrides.{spec.sweep.param}' and params.yaml has no '{spec.sweep.param}'",
                                    path=source, fix="set the swept value in the row's overrides, or fix "
                                                     "sweep.param") from None
-        m = metrics[exp]
-        out.setdefault(m.dataset, []).append((x, {k: m.value(spec.sweep.subset, k) for k in spec.sweep.metrics}))
+        m, reps = metrics[exp], runs_of(experiments)[exp]  # a row with seed replicates: their mean
+        out.setdefault(m.dataset, []).append((x, {k: mean_sd([metrics[r].value(spec.sweep.subset, k) for r in reps])[0]
+                                                  for k in spec.sweep.metrics}))
     for points in out.values():
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points):
             points.sort(key=lambda p: p[0])

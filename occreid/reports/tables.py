@@ -47,6 +47,10 @@ class Table:
     columns: list[str]
     values: list[list[float | None]]
     decimals: int = 1
+    # Seed replicates (``replicate_of`` in params.yaml): per row the number of runs averaged in ``values`` and
+    # per cell their sample standard deviation (None: one run, or the cell is missing).
+    runs: list[int] | None = None
+    spread: list[list[float | None]] | None = None
 
     def group_title(self, group: Group) -> str:
         """The dataset's name, plus the subset when the table shows more than one subset."""
@@ -63,6 +67,28 @@ class Table:
         """The values as printed: percentages rounded to ``decimals``, or a dash."""
         return [[DASH if v is None else f"{100 * v:.{self.decimals}f}" for v in row] for row in self.values]
 
+    def spread_cells(self) -> list[list[str | None]]:
+        """The standard deviations as printed (None where a cell has none)."""
+        spread = self.spread or [[None] * len(row) for row in self.values]
+        return [[None if s is None else f"{100 * s:.{self.decimals}f}" for s in row] for row in spread]
+
+    def shown(self) -> list[list[str]]:
+        """What the human-readable formats print: ``mean ± sd`` over seed replicates, else the value."""
+        return [[c if s is None else f"{c} ± {s}" for c, s in zip(row, srow)]
+                for row, srow in zip(self.cells(), self.spread_cells())]
+
+    def note(self) -> str:
+        """The footnote: units, bold, and how many seeds the averaged rows have."""
+        text = "Values in %; best per column in bold"
+        if self.runs and max(self.runs) > 1:
+            text += "; a row run with several seeds (replicate_of) shows mean ± sample sd over its seeds"
+        return text + "."
+
+    def label(self, i: int) -> str:
+        """Row label, with the number of seeds when the row averages several."""
+        n = self.runs[i] if self.runs else 1
+        return self.labels[i] if n <= 1 else f"{self.labels[i]} ({n} seeds)"
+
     def best(self) -> set[tuple[int, int]]:
         """(row, column) of the best printed value per column; only columns with at least two values."""
         out: set[tuple[int, int]] = set()
@@ -77,14 +103,14 @@ class Table:
 
 def to_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table under a heading; column groups are folded into the header."""
-    cells, best = table.cells(), table.best()
+    cells, best = table.shown(), table.best()
     esc = lambda s: s.replace("|", r"\|")  # noqa: E731
     lines = [f"# {table.title}", "", "| " + " | ".join([ROW_HEADER, *map(esc, table.header())]) + " |",
              "|:--" + "|--:" * len(table.header()) + "|"]
-    for i, (label, row) in enumerate(zip(table.labels, cells)):
+    for i, row in enumerate(cells):
         shown = [f"**{c}**" if (i, j) in best else c for j, c in enumerate(row)]
-        lines.append("| " + " | ".join([esc(label), *shown]) + " |")
-    lines += ["", f"Values in %; best per column in bold. Table `{table.name}`.", ""]
+        lines.append("| " + " | ".join([esc(table.label(i)), *shown]) + " |")
+    lines += ["", f"{table.note()} Table `{table.name}`.", ""]
     return "\n".join(lines)
 
 
@@ -99,7 +125,7 @@ def tex_escape(text: str) -> str:
 
 def to_latex(table: Table) -> str:
     """A ``table`` float with a booktabs ``tabular``: group headers with cmidrules, then metric names."""
-    cells, best = table.cells(), table.best()
+    cells, best = [[c.replace("±", r"$\pm$") for c in row] for row in table.shown()], table.best()
     n = len(table.columns)
     spec = "l" + "".join(" " + "c" * n for _ in table.groups)
     group_row = " & ".join([""] + [rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(table.group_title(g))}}}"
@@ -110,16 +136,20 @@ def to_latex(table: Table) -> str:
              rf"\caption{{{tex_escape(table.title)}}}", rf"\label{{tab:{tex_escape(table.name)}}}",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule", group_row + r" \\", rules, metric_row + r" \\",
              r"\midrule"]
-    for i, (label, row) in enumerate(zip(table.labels, cells)):
+    for i, row in enumerate(cells):
         shown = [rf"\textbf{{{c}}}" if (i, j) in best else ("--" if c == DASH else c) for j, c in enumerate(row)]
-        lines.append(" & ".join([tex_escape(label), *shown]) + r" \\")
+        lines.append(" & ".join([tex_escape(table.label(i)), *shown]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
 
 
 def csv_header(table: Table) -> list[str]:
-    """Machine-readable column names: ``row`` then ``<dataset>/<subset>/<metric>``."""
-    return ["row"] + [f"{g.dataset}/{g.subset}/{c}" for g in table.groups for c in table.columns]
+    """Machine-readable column names: ``row`` then ``<dataset>/<subset>/<metric>``; with seed replicates also
+    ``runs`` and a ``.../<metric>_sd`` column after each metric."""
+    cols = [f"{g.dataset}/{g.subset}/{c}" for g in table.groups for c in table.columns]
+    if not table.spread:
+        return ["row", *cols]
+    return ["row", "runs", *(x for c in cols for x in (c, f"{c}_sd"))]
 
 
 def to_csv(table: Table) -> str:
@@ -127,8 +157,12 @@ def to_csv(table: Table) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(csv_header(table))
-    for label, row in zip(table.labels, table.cells()):
-        writer.writerow([label, *("" if c == DASH else c for c in row)])
+    for i, (label, row, srow) in enumerate(zip(table.labels, table.cells(), table.spread_cells())):
+        values = ["" if c == DASH else c for c in row]
+        if table.spread:
+            runs = table.runs[i] if table.runs else 1
+            values = [runs, *(x for c, s in zip(values, srow) for x in (c, s or ""))]
+        writer.writerow([label, *values])
     return buf.getvalue()
 
 
@@ -141,7 +175,7 @@ _CSS = ("table.occreid{border-collapse:collapse;font-family:sans-serif;margin:1e
 
 def to_html(table: Table, standalone: bool = True) -> str:
     """An HTML table (two header rows: groups, then metrics); a whole page when ``standalone``."""
-    cells, best = table.cells(), table.best()
+    cells, best = table.shown(), table.best()
     n = len(table.columns)
     e = html.escape
     out = [f'<table class="occreid" id="{e(table.name)}">', f"<caption>{e(table.title)}</caption>", "<thead>",
@@ -150,14 +184,14 @@ def to_html(table: Table, standalone: bool = True) -> str:
            + "</tr>",
            "<tr>" + "".join(f'<th scope="col">{e(c)}</th>' for _ in table.groups for c in table.columns) + "</tr>",
            "</thead>", "<tbody>"]
-    for i, (label, row) in enumerate(zip(table.labels, cells)):
+    for i, row in enumerate(cells):
         tds = "".join(f"<td><b>{e(c)}</b></td>" if (i, j) in best else f"<td>{e(c)}</td>" for j, c in enumerate(row))
-        out.append(f'<tr><th scope="row">{e(label)}</th>{tds}</tr>')
+        out.append(f'<tr><th scope="row">{e(table.label(i))}</th>{tds}</tr>')
     out += ["</tbody>", "</table>"]
     body = "\n".join(out)
     if not standalone:
         return body + "\n"
-    return page(table.title, body + "\n<p>Values in %; best per column in bold.</p>")
+    return page(table.title, body + f"\n<p>{e(table.note())}</p>")
 
 
 def page(title: str, body: str) -> str:
