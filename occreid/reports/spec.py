@@ -211,6 +211,7 @@ def sweep_series(spec: TableSpec, experiments: Mapping[str, Any], metrics: Mappi
     """
     assert spec.sweep is not None
     out: dict[str, list[tuple[Any, dict[str, float | None]]]] = {}
+    runs = runs_of(experiments)
     for exp in rows_of(spec, experiments, source):
         try:
             x = _lookup((experiments[exp] or {}).get("overrides") or {}, spec.sweep.param)
@@ -222,7 +223,7 @@ def sweep_series(spec: TableSpec, experiments: Mapping[str, Any], metrics: Mappi
                                    f"'overrides.{spec.sweep.param}' and params.yaml has no '{spec.sweep.param}'",
                                    path=source, fix="set the swept value in the row's overrides, or fix "
                                                     "sweep.param") from None
-        m, reps = metrics[exp], runs_of(experiments)[exp]  # a row with seed replicates: their mean
+        m, reps = metrics[exp], runs[exp]  # a row with seed replicates: their mean
         out.setdefault(m.dataset, []).append((x, {k: mean_sd([metrics[r].value(spec.sweep.subset, k) for r in reps])[0]
                                                   for k in spec.sweep.metrics}))
     for points in out.values():
