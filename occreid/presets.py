@@ -116,10 +116,8 @@ def seed_replicates(experiments: dict, name: str, seeds: list[int]) -> dict[str,
     out = {}
     for seed in seeds:
         entry = copy.deepcopy(dict(original))
-        overrides = entry.setdefault("overrides", {}) or {}
-        overrides.setdefault("train", {})
-        overrides["train"]["seed"] = seed
-        entry["overrides"] = overrides
+        entry["overrides"] = entry.get("overrides") or {}
+        entry["overrides"].setdefault("train", {})["seed"] = seed
         entry["replicate_of"] = name
         out[f"{name}_seed{seed}"] = entry
     return out

@@ -181,11 +181,11 @@ def check_method_inputs(params: Mapping, name: str, spec: ExperimentSpec, cfg: A
 
 def check_variant_override(params: Mapping, name: str, spec: ExperimentSpec, source: str) -> None:
     """An ``overrides.spt`` must change a partner table this experiment trains with, and be a valid section."""
-    from .registry import STAGES, needs
+    from .registry import method_variant_sections
 
     where = f"experiments.{name}.overrides.spt"
-    if not any(STAGES.get(stage).variants == "spt" for stage in needs(spec.method)):
-        users = sorted(m for m in (params.get("methods") or {}) if any(STAGES.get(s).variants == "spt" for s in needs(m)))
+    if "spt" not in method_variant_sections(spec.method):
+        users = sorted(m for m in (params.get("methods") or {}) if "spt" in method_variant_sections(m))
         raise OccreidError(f"'{where}' has no effect: method '{spec.method}' trains without SPT partner tables",
                            path=source, fix=f"remove it (partner tables are used by: {', '.join(users) or 'no method'})")
     from_dict(schema(SECTIONS["spt"]), merge(params.get("spt") or {}, spec.overrides["spt"]), key=where, source=source)

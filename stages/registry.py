@@ -236,6 +236,11 @@ def variant_sections() -> tuple[str, ...]:
     return tuple(dict.fromkeys(STAGES.get(n).variants for n in ORDER if STAGES.get(n).variants))
 
 
+def method_variant_sections(method: str) -> tuple[str, ...]:
+    """The variant sections of the per-dataset stages ``method`` needs (dpmpp: ``("spt",)``; vit: none)."""
+    return tuple(dict.fromkeys(STAGES.get(n).variants for n in needs(method) if STAGES.get(n).variants))
+
+
 def _slug(value) -> str | None:
     """A value as a name part using only letters, digits, '_' and '-' (None: no readable form)."""
     if isinstance(value, bool):
@@ -337,7 +342,7 @@ def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Ex
             override = overrides.get(section)
             if override is not None and not isinstance(override, Mapping):
                 raise OccreidError(f"'{where}.overrides.{section}' must be a mapping", path=source)
-            if override and any(section == STAGES.get(n).variants for n in needs(spec["method"])):
+            if override and section in method_variant_sections(spec["method"]):
                 variants[section] = variant_name(override, params.get(section))
         out[name] = Experiment(name, spec["dataset"], spec["method"], test, variants)
     return out
