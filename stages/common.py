@@ -19,7 +19,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Literal, Mapping, TypeVar
 
 from occreid.errors import OccreidError, did_you_mean
 
@@ -58,6 +58,10 @@ class ExperimentSpec:
     test_dataset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     replicate_of: str | None = None  # a seed replicate of that experiment (tables: mean ± sd over the seeds)
+    # Where the resolved sections start: "params" — params.yaml's model/train/methods/evaluate sections (the
+    # demo's rows share them); "defaults" — the schema defaults, so only the overrides and the code's defaults
+    # decide (the papers' presets: nothing leaks in from whatever params.yaml they are applied to).
+    inherit: Literal["params", "defaults"] = "params"
 
 
 def schema(ref: str) -> type:
@@ -210,7 +214,7 @@ def check_replicate(params: Mapping, name: str, spec: ExperimentSpec, seed: int,
     if original.replicate_of is not None:
         raise OccreidError(f"'{where}' = {target!r} is itself a replicate (of {original.replicate_of!r})",
                            path=source, fix=f"set replicate_of: {original.replicate_of}")
-    for key in ("dataset", "method", "test_dataset"):
+    for key in ("dataset", "method", "test_dataset", "inherit"):
         if getattr(spec, key) != getattr(original, key):
             raise OccreidError(f"seed replicate '{name}' has {key} {getattr(spec, key)!r}, its original '{target}' "
                                f"{getattr(original, key)!r}", path=source, fix=f"use the same {key}")
@@ -252,6 +256,7 @@ def resolve_sections(params: Mapping, experiment: str, sections, source: str | P
                      key=f"experiments.{experiment}", source=source)
     over = {k: v or {} for k, v in spec.overrides.items()}
     key = f"experiments.{experiment}"
+    inherited = _inherited(params, spec)
     out: dict[str, Any] = {}
     for section in sections:
         if section == "methods":
@@ -261,9 +266,9 @@ def resolve_sections(params: Mapping, experiment: str, sections, source: str | P
                                    f"experiment runs '{spec.method}'", path=source,
                                    fix=f"override 'methods.{spec.method}' only")
             cls = method_schema(spec.method)
-            base = dict(lookup(params, f"methods.{spec.method}", source) or {})
+            base = dict((inherited.get("methods") or {}).get(spec.method) or {})
             if "backbone" in {f.name for f in dataclasses.fields(cls)}:
-                model = merge(params.get("model") or {}, over.get("model", {}))
+                model = merge(inherited.get("model") or {}, over.get("model", {}))
                 base["backbone"] = merge(model, base.get("backbone") or {})
             elif over.get("model"):
                 raise OccreidError(f"'{key}.overrides.model' has no effect: method '{spec.method}' has no "
@@ -272,14 +277,22 @@ def resolve_sections(params: Mapping, experiment: str, sections, source: str | P
             out[section] = from_dict(cls, merged, key=f"{key}.overrides.methods.{spec.method}",
                                      source=source)
         elif section == "train":
-            merged = merge(merge({"seed": params.get("seed", 0)}, params.get("train") or {}), over.get("train", {}))
+            seed = {"seed": inherited["seed"]} if "seed" in inherited else {}
+            merged = merge(merge(seed, inherited.get("train") or {}), over.get("train", {}))
             out[section] = from_dict(schema(SECTIONS["train"]), merged, key=f"{key}.overrides.train", source=source)
         elif section == "evaluate":
-            merged = merge(params.get("evaluate") or {}, over.get("evaluate", {}))
+            merged = merge(inherited.get("evaluate") or {}, over.get("evaluate", {}))
             out[section] = from_dict(schema(SECTIONS["evaluate"]), merged, key=f"{key}.overrides.evaluate", source=source)
         else:
             raise ValueError(f"cannot resolve section {section!r}; resolvable: {sorted(RESOLVED)}")
     return out
+
+
+def _inherited(params: Mapping, spec: ExperimentSpec) -> Mapping:
+    """The params sections an experiment's resolution starts from (see ``ExperimentSpec.inherit``)."""
+    if spec.inherit == "defaults":
+        return {}
+    return {"seed": params.get("seed", 0), **{k: params.get(k) for k in ("model", "train", "methods", "evaluate")}}
 
 
 class StageParams:

@@ -67,7 +67,7 @@ def run(dataset: str, cfg: PromptsConfig, model: BackboneConfig, *, prepared: Pa
     start = time.perf_counter()
     clip = load_clip(model.name, model.pretrained)
     backbone = ClipImageBackbone(clip.visual, img_size=model.img_size, stride=model.stride, taps=())
-    transform = build_test_transform(TransformConfig(size=list(model.img_size)))
+    transform = build_test_transform(TransformConfig(size=list(model.img_size), test_interpolation=cfg.interpolation))
     loader = build_test_loader(splits.train, transform, batch_size=cfg.feature_batch_size, num_workers=cfg.num_workers)
     result = learn_prompts(clip, backbone, loader, num_ids, cfg, device=dev)
     out = out_root / dataset

@@ -295,7 +295,7 @@ class Experiment:
         return ctx
 
 
-EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides", "replicate_of")
+EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides", "replicate_of", "inherit")
 
 
 def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Experiment]:

@@ -68,3 +68,18 @@ def test_random_erasing_with_probability_one_changes_a_rectangle():
 def test_bad_config_is_a_user_error(bad):
     with pytest.raises(OccreidError):
         TransformConfig(**bad)
+
+
+def test_test_interpolation_is_its_own_setting():
+    """Train and test resize separately (the references train bicubic, test bilinear); null follows training."""
+    rng = np.random.default_rng(3)
+    img = Image.fromarray(rng.integers(0, 256, (40, 20, 3), dtype=np.uint8))
+    base = dict(size=[16, 8], mean=[0.0] * 3, std=[1.0] * 3)
+    bilinear = build_test_transform(TransformConfig(**base, test_interpolation="bilinear"))(img)
+    bicubic = build_test_transform(TransformConfig(**base, test_interpolation="bicubic"))(img)
+    follows = build_test_transform(TransformConfig(**base, interpolation="bicubic"))(img)
+    by_hand = torch.from_numpy(np.array(img.resize((8, 16), Image.BILINEAR, reducing_gap=None))).permute(2, 0, 1) / 255
+    assert not torch.equal(bilinear, bicubic)
+    torch.testing.assert_close(follows, bicubic, rtol=0, atol=0)
+    # torchvision's antialiased bilinear and PIL's agree up to rounding of the uint8 output
+    assert (bilinear - by_hand).abs().max() <= 1.5 / 255

@@ -1,10 +1,12 @@
 """Image transforms for re-ID training and testing, built from a params dataclass.
 
-Training follows TransReID / DPM / CLIP-ReID: bicubic resize to the model's input size, horizontal flip,
+Training follows TransReID / DPM / CLIP-ReID: bicubic resize (``interpolation``) to the model's input size, horizontal flip,
 zero padding + random crop back to size, optional colour jitter (DPM enables it for Occluded-REID),
 conversion to a float tensor, normalisation with the mean/std from params, then timm's RandomErasing
 (which expects a normalised tensor; 'pixel' mode fills with N(0, 1) noise). Testing only resizes and
-normalises. The random draws come from the global ``torch`` and ``random`` generators, which the engine
+normalises, with its own ``test_interpolation``: the reference DPM, CLIP-ReID, SPT and DPEFormer code train with
+bicubic but test (and extract CLIP-ReID's stage-1 features) with torchvision's default bilinear, and the two
+give different features for the same weights. The random draws come from the global ``torch`` and ``random`` generators, which the engine
 seeds and checkpoints, so an augmented epoch is reproducible.
 """
 
@@ -34,7 +36,14 @@ class TransformConfig:
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     color_jitter: list[float] | None = None  # [brightness, contrast, saturation, hue], e.g. [0.3, 0.3, 0.2, 0.2]
-    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"  # training resize
+    # test resize; null: the same as `interpolation`. The references' is "bilinear" (their presets set it).
+    test_interpolation: Literal["bicubic", "bilinear"] | None = None
+
+    @property
+    def test_mode(self) -> str:
+        """The interpolation of the test resize."""
+        return self.test_interpolation or self.interpolation
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) < 1:
@@ -78,8 +87,8 @@ def build_train_transform(cfg: TransformConfig) -> Callable:
 
 
 def build_test_transform(cfg: TransformConfig) -> Callable:
-    """PIL image -> resized, normalised float tensor [3, H, W] (no randomness)."""
+    """PIL image -> resized (``test_interpolation``), normalised float tensor [3, H, W] (no randomness)."""
     size = tuple(cfg.size)
     return v2.Compose(
-        [v2.Resize(size, interpolation=_INTERPOLATION[cfg.interpolation], antialias=True), *_to_normalized_tensor(cfg)]
+        [v2.Resize(size, interpolation=_INTERPOLATION[cfg.test_mode], antialias=True), *_to_normalized_tensor(cfg)]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from occreid.errors import OccreidError
 from occreid.models.factory import BackboneConfig, backbone_for
@@ -33,6 +34,8 @@ class PromptsConfig:
     feature_batch_size: int = 128
     num_workers: int = 2
     amp: bool = True
+    # resize of the stage-1 feature extraction: CLIP-ReID uses its test transforms, torchvision's default bilinear
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     # The frozen CLIP image encoder the prompts are fitted to. It must equal (name, pretrained, img_size,
     # stride) the backbone of every clipreid/dpmpp experiment training on the dataset: params validation
     # checks it, and the methods check the written meta.json again.
