@@ -17,6 +17,9 @@ from occreid.errors import OccreidError
 from occreid.io import atomic_path, write_text
 from occreid.reports.collect import ExperimentMetrics, collect_metrics
 from occreid.reports.plots import plot_cmc, plot_sweep
+from occreid.reports.paper import comparison
+from occreid.reports.paper import to_csv as paper_csv
+from occreid.reports.paper import to_markdown as paper_md
 from occreid.reports.spec import TablesConfig, build_table, rows_of, runs_of, sweep_series, table_specs
 from occreid.reports.tables import Table, page, to_csv, to_html, to_latex, to_markdown
 
@@ -77,6 +80,13 @@ def build_reports(cfg: TablesConfig, experiments: Mapping[str, Any], eval_dir: s
             for ext, render in zip(FORMATS, (to_markdown, to_latex, to_csv, to_html)):
                 write_text(tmp / f"{t.name}.{ext}", render(t))
                 names.append(f"{t.name}.{ext}")
+        for spec in specs:
+            if spec.paper:
+                rows = comparison(rows_of(spec, experiments, source), metrics)
+                title = f"{spec.title or spec.name}: ours beside the papers"
+                write_text(tmp / f"{spec.name}_paper.md", paper_md(title, rows, cfg.decimals))
+                write_text(tmp / f"{spec.name}_paper.csv", paper_csv(rows, cfg.decimals))
+                names += [f"{spec.name}_paper.md", f"{spec.name}_paper.csv"]
         curves = {e: (metrics[e].dataset, metrics[e].cmc["all"]) for e in needed}
         plot_cmc(curves, tmp / CMC_FILE, cfg.cmc_max_rank)
         figures = [CMC_FILE]

@@ -68,6 +68,7 @@ class TableSpec:
     subsets: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
     sweep: SweepSpec | None = None
+    paper: bool = False  # also write <name>_paper.md/.csv: the published number, ours and the delta per row
 
 
 @dataclass
