@@ -4,6 +4,7 @@
     occreid params check              validate params.yaml (what every stage does first)
     occreid where                     where the tables, metrics, models and the MLflow store are
     occreid preset list | apply NAME  paper presets: list them / merge one into params.yaml, re-render dvc.yaml
+    occreid evaluate-checkpoint --preset NAME --weights FILE   a released model through the DAG, beside the paper
     occreid replicate EXP --seeds 1 2 seed replicates of EXP (its table row becomes mean ± sd over the seeds)
     occreid prepare|train|evaluate|tables ...   run one stage (same as python -m stages.<name> ...)
 
@@ -138,6 +139,51 @@ def cmd_preset_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """Evaluate a released checkpoint with a paper preset in one command: the preset's experiment gets
+    ``weights: <file>`` (its train stage imports the file through the method's adapter instead of training),
+    the preset is merged into params.yaml (validated), dvc.yaml re-rendered, ``dvc repro evaluate@<experiment>``
+    run — so the result is a tracked DAG run like any other — and ours is printed beside the paper's number."""
+    import subprocess
+
+    import yaml
+
+    from occreid.presets import merge_into_params, preset_path
+    from occreid.reports.collect import load_metrics, metrics_path
+    from occreid.reports.paper import comparison, to_markdown
+    from stages import render_dvc
+    from stages.common import validate
+
+    root = Path(args.root)
+    params_file = root / "params.yaml"
+    path = preset_path(args.preset, root / "workflow" / "presets")
+    preset = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    names = list(preset.get("experiments") or {})
+    name = args.experiment or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        raise OccreidError(f"preset {args.preset} has experiments {names}: say which one the weights are for",
+                           path=path, fix="add --experiment NAME")
+    weights = Path(args.weights).resolve()
+    if not weights.is_file():
+        raise OccreidError("checkpoint file not found", path=weights, fix="give the path of the released .pth file")
+    entry = preset["experiments"][name]
+    entry["weights"] = str(weights)
+    if args.sha256:
+        entry["weights_sha256"] = args.sha256
+    merge_into_params(preset, params_file, validate=lambda params: validate(params, params_file))
+    render_dvc.write(root)
+    print(f"experiment {name}: preset {args.preset} with weights {weights} written to {params_file}")
+    if args.no_run:
+        print(f"run it with: dvc repro evaluate@{name}")
+        return 0
+    proc = subprocess.run(["dvc", "repro", f"evaluate@{name}"], cwd=root)
+    if proc.returncode != 0:
+        raise OccreidError(f"dvc repro evaluate@{name} failed (exit {proc.returncode})", fix="see its output above")
+    metrics = load_metrics(metrics_path(root / "reports" / "eval", name))
+    print(to_markdown(f"{name}: released weights, ours beside the paper", comparison([name], {name: metrics}), 1))
+    return 0
+
+
 def cmd_replicate(args: argparse.Namespace) -> int:
     """Add seed replicates of an experiment to params.yaml (validated, comments kept), re-render dvc.yaml:
     the tables then show the experiment's row as mean ± sd over its seeds."""
@@ -203,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     papply.add_argument("name", help="a preset name (see `occreid preset list`) or a .yaml file")
     papply.add_argument("--root", default=".", help="project folder (default: .)")
     papply.set_defaults(func=cmd_preset_apply)
+
+    evc = sub.add_parser("evaluate-checkpoint", help="evaluate a released DPM / CLIP-ReID checkpoint with a paper "
+                                                     "preset (a tracked DAG run), print ours beside the paper")
+    evc.add_argument("--preset", required=True, help="a preset name (see `occreid preset list`) or a .yaml file")
+    evc.add_argument("--weights", required=True, help="the released checkpoint (.pth)")
+    evc.add_argument("--sha256", default=None, help="pin the file's sha256 (checked before loading)")
+    evc.add_argument("--experiment", default=None, help="the preset's experiment (when it has several)")
+    evc.add_argument("--no-run", action="store_true", help="only write params.yaml / dvc.yaml")
+    evc.add_argument("--root", default=".", help="project folder (default: .)")
+    evc.set_defaults(func=cmd_evaluate_checkpoint)
 
     rep = sub.add_parser("replicate", help="add seed replicates of an experiment (tables: mean ± sd over seeds)")
     rep.add_argument("experiment", help="an experiment of params.yaml")

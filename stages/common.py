@@ -62,6 +62,10 @@ class ExperimentSpec:
     # demo's rows share them); "defaults" — the schema defaults, so only the overrides and the code's defaults
     # decide (the papers' presets: nothing leaks in from whatever params.yaml they are applied to).
     inherit: Literal["params", "defaults"] = "params"
+    # A released checkpoint to import instead of training (dpm, clipreid: occreid/models/adapters/released.py);
+    # its sha256 pins the file's bytes (DVC tracks this entry, so the path and hash, not the file).
+    weights: str | None = None
+    weights_sha256: str | None = None
 
 
 def schema(ref: str) -> type:

@@ -295,7 +295,7 @@ class Experiment:
         return ctx
 
 
-EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides", "replicate_of", "inherit")
+EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides", "replicate_of", "inherit", "weights", "weights_sha256")
 
 
 def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Experiment]:
