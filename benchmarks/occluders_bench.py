@@ -6,8 +6,8 @@
 Rows: the random tiny SAM with SAM's own quality thresholds (what a real run would use), the tiny SAM with
 the thresholds at 0 (the tests' setting), and the classical Felzenszwalb backend (the CPU demo's). Columns:
 candidate masks per image, objects kept by the demo's filters per image, connected components per candidate
-(8-connected; a real object is one or a few, noise is many), the candidates' mean fill of their box, and seconds per image
-(median over runs; the first image's model build excluded for SAM). The numbers back the choice of the demo's
+(8-connected; a real object is one or a few, noise is many), the candidates' mean fill of their box, and seconds
+per image (median over runs, after a warm-up call). The numbers back the choice of the demo's
 backend (docs/DPEFORMER.md, "Occlusion augmentation").
 """
 
