@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from occreid.errors import OccreidError
@@ -49,6 +49,7 @@ leaves = st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5
 trees = st.recursive(leaves, lambda inner: st.dictionaries(keys, inner, max_size=4), max_leaves=20)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # shared, loaded CI cores
 @given(st.dictionaries(keys, trees, max_size=5))
 def test_flatten_round_trip(tree):
     flat = flatten(tree)
