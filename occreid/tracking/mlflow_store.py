@@ -65,6 +65,8 @@ ARTIFACT_DIR = "mlartifacts"
 _FALSE = {"0", "false", "no", "off"}
 _TRUE = {"1", "true", "yes", "on"}
 _LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+_BUSY_SERVER = re.compile(r"too many (429|500|502|503|504) error responses")
+PROBE_CONNECT_TIMEOUT = 5.0  # seconds to open a connection to a tracking server before calling it unreachable
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -119,6 +121,32 @@ def store_timeout() -> float:
 def is_server(uri: str) -> bool:
     """True for a tracking server URI (``http://`` or ``https://``)."""
     return uri.lower().startswith(("http://", "https://"))
+
+
+def probe_server(uri: str, connect_timeout: float = PROBE_CONNECT_TIMEOUT) -> None:
+    """Raise :class:`ConnectionError` when no tracking server can be connected to at ``uri`` (refused, unknown
+    host, no route, or no connection within ``connect_timeout`` s: a firewall dropping packets).
+
+    One quick ``GET <uri>/health`` before a run instead of finding out through MLflow's retried requests.
+    Any answer counts as reachable, even an HTTP error, a TLS problem or a slow reply: the real requests then
+    decide, with MLflow's own handling of authentication and certificates.
+    """
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=(connect_timeout, 30.0)).close()
+    except (requests.exceptions.SSLError, requests.exceptions.ReadTimeout):
+        return
+    except (requests.exceptions.ConnectionError, requests.exceptions.ConnectTimeout) as exc:
+        reason = re.findall(r"\[Errno -?\d+\][^\"')(]*", str(exc)) or ["no connection"]
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            reason = [f"no connection within {connect_timeout:g} s"]
+        raise ConnectionError(f"no tracking server answers at {uri}: {reason[-1].strip()}") from None
+
+
+def browse_hint(uri: str) -> str:
+    """How to look at the runs of ``uri``: a server has its own UI; a local store needs ``mlflow ui``."""
+    return f"open {uri} in a browser" if is_server(uri) else f"mlflow ui --backend-store-uri {uri}"
 
 
 class QuietMlflowRetries(logging.Filter):
@@ -249,13 +277,15 @@ def store_lock(uri: str, timeout: float | None = None) -> Iterator[None]:
 
 
 def is_locked_error(exc: BaseException) -> bool:
-    """True when ``exc`` (or an exception it wraps) is SQLite's transient "database is locked"."""
+    """True when ``exc`` (or an exception it wraps) is SQLite's transient "database is locked", or a tracking
+    server that kept answering "busy" (HTTP 429/500/502/503/504 through all of MLflow's own retries: a server
+    on SQLite reports its locked database as 500). Such a write left nothing behind and may be retried."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         text = str(current).lower()
-        if any(s in text for s in _LOCKED):
+        if any(s in text for s in _LOCKED) or _BUSY_SERVER.search(text):
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -33,7 +33,9 @@ from occreid.errors import OccreidError
 from occreid.io import write_json
 from occreid.tracking.mlflow_store import (
     bound_http_retries,
+    is_server,
     open_experiment,
+    probe_server,
     project_root,
     retry_locked,
     store_timeout,
@@ -297,6 +299,8 @@ def start_run(
                              experiment=experiment_name, dataset=dataset, method=method)
     run_tags.update({str(k): stringify(v) for k, v in (tags or {}).items()})
     try:
+        if is_server(uri):
+            probe_server(uri)  # seconds, where MLflow's retried requests would take their whole budget
         client, experiment_id = open_experiment(uri, experiment_name, timeout=timeout)
         run = retry_locked(client.create_run, experiment_id, run_name=run_name, timeout=timeout)
     except OccreidError:

@@ -51,9 +51,9 @@ def system_metrics_wanted(default: bool) -> bool:
 @contextlib.contextmanager
 def monitor_system(run_id: str, uri: str, enabled: bool = True) -> Iterator[Any]:
     """Sample system metrics into run ``run_id`` of ``uri`` while the block runs; yields the monitor (None
-    when off). The monitor is stopped and its last samples flushed before the block's caller ends the run
-    (MLflow's monitor stops by itself once the run is no longer RUNNING). A failure to start is logged,
-    never raised: these curves are a convenience, not a result."""
+    when off). The monitor is stopped and its last samples logged (:func:`log_last_window`) before the
+    block's caller ends the run (MLflow's monitor also stops by itself once the run is no longer RUNNING).
+    A failure to start is logged, never raised: these curves are a convenience, not a result."""
     if not enabled:
         yield None
         return
@@ -70,3 +70,21 @@ def monitor_system(run_id: str, uri: str, enabled: bool = True) -> Iterator[Any]
         yield monitor
     finally:
         monitor.finish()
+        log_last_window(monitor)
+
+
+def log_last_window(monitor: Any) -> None:
+    """Log the samples taken since the monitor's last logged step (one taken now if there are none).
+
+    MLflow's monitor drops them when the run ends, so a run shorter than one sampling interval would get no
+    system metrics at all; with this every monitored run gets at least one step, the last one up to its end.
+    """
+    try:
+        last = monitor.aggregate_metrics()
+        if not last:
+            monitor.collect_metrics()
+            last = monitor.aggregate_metrics()
+        monitor.publish_metrics(last)
+        monitor.mlflow_logger.flush()
+    except Exception as exc:  # noqa: BLE001
+        log.debug("last system metrics not logged: %s", exc)
