@@ -19,7 +19,8 @@ Relative SQLite paths are resolved against the project root (not the working dir
 For many nodes of a cluster, a tracking server (``http://...``) is the better store: SQLite over NFS is slow
 and its locks are only as good as the file system's. A server URI is used as it is (the server chooses the
 artifact store); MLflow's HTTP retries, which by default keep a request going for about four minutes, are
-bounded by :func:`bound_http_retries` so that an unreachable server costs a job seconds, not minutes.
+bounded by :func:`bound_http_retries`, and :func:`probe_server` finds a server that is not there at all before
+the first request, so that an unreachable server costs a job seconds, not minutes.
 
 How long a write may wait for a locked store is bounded too (``$OCCREID_TRACKING_TIMEOUT``, default 60 s):
 past that, :mod:`occreid.tracking.run` gives up on the store for the rest of the run rather than stall

@@ -8,7 +8,7 @@ NVIDIA GPU) ... every ``$MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (MLfl
 
 Train runs log them by default; ``$MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` (MLflow's switch), when set, turns
 them on (true) or off (false) for every run of a command. psutil is required (it is a dependency of DVC and
-Snakemake, so it is normally there); GPU curves need ``pynvml`` (``pip install nvidia-ml-py``).
+Snakemake, so it is normally there); GPU curves need ``pynvml`` (``pip install -e .[gpu]``: nvidia-ml-py).
 """
 
 from __future__ import annotations
@@ -30,11 +30,6 @@ _FALSE = {"0", "false", "no", "off"}
 
 def psutil_available() -> bool:
     return importlib.util.find_spec("psutil") is not None
-
-
-def gpu_metrics_available() -> bool:
-    """Whether MLflow can read NVIDIA GPU metrics here (pynvml importable; a GPU is still needed)."""
-    return importlib.util.find_spec("pynvml") is not None
 
 
 def system_metrics_wanted(default: bool) -> bool:
