@@ -23,7 +23,7 @@ from occreid.tracking.mlflow_store import HTTP_RETRY_DEFAULTS
 from stages.params import read_yaml
 from tracking_server import free_port
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]  # two real train stages, one waiting on a lock
 OUTPUTS = ("model.pt", "history.csv", "train_metrics.json")
 
 

@@ -2,9 +2,10 @@
 
 A real ``mlflow server`` (SQLite backend, served artifact folder) runs on a loopback port. Six driver
 processes (tests/tracking_driver.py: the stages' tracking calls with known values) and the real
-``python -m stages.train`` and ``python -m stages.evaluate`` log to it at the same moment; afterwards every
-run, every epoch's metric value and every artifact is counted through ``MlflowClient``. The real stages'
-values are checked against the files they wrote (history.csv, metrics.json): two routes, one answer.
+``python -m stages.train`` and ``python -m stages.evaluate`` log to it at the same time (the drivers start
+together and keep their runs open until both stages have exited, which the runs' times confirm); afterwards
+every run, every epoch's metric value and every artifact is counted through ``MlflowClient``. The real
+stages' values are checked against the files they wrote (history.csv, metrics.json): two routes, one answer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dag_fixtures import ROOT, tiny
 from stages.params import read_yaml
 from tracking_server import mlflow_server
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # a server and 8 processes at once
 
 DRIVERS = [("train", job) for job in (1, 2, 3)] + [("evaluate", job) for job in (4, 5, 6)]
 SHARED = "shared"
@@ -64,35 +65,37 @@ def _env(project: Path, uri: str) -> dict:
             "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5", "OMP_NUM_THREADS": "1"}
 
 
-def _launch(project: Path, uri: str, tmp: Path) -> dict[str, subprocess.Popen]:
-    """Start the 8 processes; the drivers wait at a start signal given once all of them are ready."""
-    env, go = _env(project, uri), tmp / "go"
-    procs = {}
-    for kind, job in DRIVERS:
-        cmd = [sys.executable, str(ROOT / "tests" / "tracking_driver.py"), "--kind", kind, "--job", str(job),
-               "--experiment", SHARED, "--out", str(tmp / f"job{job}"), "--go", str(go)]
-        procs[f"{kind}{job}"] = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE,
-                                                 stderr=subprocess.PIPE, text=True)
+def _launch(project: Path, uri: str, tmp: Path, procs: dict[str, subprocess.Popen]) -> None:
+    """Start the 8 processes into ``procs`` (output to files: pipes nobody reads could fill up and block
+    them); the drivers wait at a start signal given once all of them are ready."""
+    env, go, stop = _env(project, uri), tmp / "go", tmp / "stop"
+    commands = {f"{kind}{job}": [sys.executable, str(ROOT / "tests" / "tracking_driver.py"), "--kind", kind,
+                                 "--job", str(job), "--experiment", SHARED, "--out", str(tmp / f"job{job}"),
+                                 "--go", str(go), "--stop", str(stop)] for kind, job in DRIVERS}
     for stage, experiment in (("train", "vit2"), ("evaluate", "vit")):
-        procs[stage] = subprocess.Popen([sys.executable, "-m", f"stages.{stage}", "--experiment", experiment],
-                                        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
+        commands[stage] = [sys.executable, "-m", f"stages.{stage}", "--experiment", experiment]
+    for name, cmd in commands.items():
+        with open(tmp / f"{name}.out", "w") as out, open(tmp / f"{name}.err", "w") as err:
+            procs[name] = subprocess.Popen(cmd, cwd=project, env=env, stdout=out, stderr=err, text=True)
     deadline = time.monotonic() + 120
     while not all((tmp / f"job{job}" / "ready").exists() for _, job in DRIVERS):
         assert time.monotonic() < deadline, "drivers not ready after 120 s"
+        assert all(p.poll() in (None, 0) for p in procs.values()), {n: p.poll() for n, p in procs.items()}
         time.sleep(0.05)
     go.write_text("")
-    return procs
 
 
-def _finish(procs: dict[str, subprocess.Popen]) -> dict[str, str]:
-    outputs = {}
+def _finish(procs: dict[str, subprocess.Popen], tmp: Path) -> None:
+    """Wait for the stages, then let the drivers end their runs; every process must succeed without a
+    tracking warning."""
+    for name in ("train", "evaluate"):
+        procs[name].wait(timeout=240)
+    (tmp / "stop").write_text("")
     for name, proc in procs.items():
-        out, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-4000:]}"
+        proc.wait(timeout=240)
+        err = (tmp / f"{name}.err").read_text()
+        assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{err[-4000:]}"
         assert "without tracking" not in err and "stopped accepting writes" not in err, f"{name}:\n{err[-3000:]}"
-        outputs[name] = out
-    return outputs
 
 
 def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -111,20 +114,30 @@ def _artifact_text(client, run_id: str, path: str, dst: Path) -> str:
 def test_eight_concurrent_processes_lose_no_run_metric_or_artifact(server, project, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    procs = _launch(project, server.uri, tmp_path)
-    _finish(procs)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        _launch(project, server.uri, tmp_path, procs)
+        _finish(procs, tmp_path)
+    finally:  # nothing left running after a failure
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     client = MlflowClient(server.uri)
     experiments = {e.name: e.experiment_id for e in client.search_experiments() if e.name != "Default"}
     assert sorted(experiments) == sorted([SHARED, "vit", "vit2"])
     runs = client.search_runs(list(experiments.values()), max_results=100)
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    drivers = [r for r in runs if r.info.experiment_id == experiments[SHARED]]
+    for stage_run in (r for r in runs if r.info.experiment_id != experiments[SHARED]):
+        for other in drivers:  # each stage's run was open while all six driver runs were
+            assert stage_run.info.start_time < other.info.end_time
+            assert other.info.start_time < stage_run.info.end_time
 
     # the drivers: every epoch of every train run, every evaluate metric, every artifact
-    shared = [r for r in runs if r.info.experiment_id == experiments[SHARED]]
-    assert sorted((r.info.run_name, int(r.data.tags["job"])) for r in shared) == sorted(
-        (kind, job) for kind, job in DRIVERS)
-    for run in shared:
+    assert sorted((r.info.run_name, int(r.data.tags["job"])) for r in drivers) == sorted(DRIVERS)
+    for run in drivers:
         rid, job = run.info.run_id, int(run.data.tags["job"])
         if run.info.run_name == "train":
             for key in ("loss", "acc", "lr"):

@@ -1,12 +1,13 @@
 """Test helper: one process that logs what a train or evaluate stage logs, through the same tracking calls.
 
-``python tests/tracking_driver.py --kind train --job 3 --experiment shared --out DIR --go FILE`` imports
-MLflow and occreid.tracking, writes ``DIR/ready``, waits until ``FILE`` exists (so that every driver starts
-writing at the same moment), then does what stages/train.py does around ``fit``: ``start_run`` with the
-resolved config, an :class:`MlflowCallback` fed one epoch after the other (``history.json`` at the end),
-final metrics and ``history.csv`` as an artifact; or what stages/evaluate.py does: ``start_run``, the subset
-metrics and ``metrics.json``. The store is ``$MLFLOW_TRACKING_URI``. Values are known functions of job and
-epoch (:func:`epoch_metrics`, :func:`eval_metrics`) so a test can count every one afterwards.
+``python tests/tracking_driver.py --kind train --job 3 --experiment shared --out DIR --go FILE --stop FILE2``
+imports MLflow and occreid.tracking, writes ``DIR/ready``, waits until ``FILE`` exists (so that every driver
+starts writing at the same moment), then does what stages/train.py does around ``fit``: ``start_run`` with
+the resolved config, an :class:`MlflowCallback` fed one epoch after the other, then — with its run still open
+until ``FILE2`` exists, so that it overlaps whatever else the test runs — ``history.json``, final metrics and
+``history.csv`` as an artifact; or what stages/evaluate.py does: ``start_run``, the subset metrics and
+``metrics.json``. The store is ``$MLFLOW_TRACKING_URI``. Values are known functions of job and epoch
+(:func:`epoch_metrics`, :func:`eval_metrics`) so a test can count every one afterwards.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ def train_config(job: int) -> dict:
     return {"experiment": "shared", "job": job, "train": {"epochs": EPOCHS, "lr": 0.001 * job}}
 
 
+def wait_for(path: Path, seconds: float = 240.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} did not appear within {seconds:g} s")
+        time.sleep(0.01)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kind", choices=("train", "evaluate"), required=True)
@@ -39,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--go", type=Path, required=True)
+    parser.add_argument("--stop", type=Path, required=True)
     args = parser.parse_args(argv)
 
     import mlflow  # noqa: F401  (before the start signal: every driver then writes at the same time)
@@ -48,11 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ready").write_text("")
-    deadline = time.monotonic() + 120
-    while not args.go.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("no start signal after 120 s")
-        time.sleep(0.01)
+    wait_for(args.go)
 
     job = args.job
     if args.kind == "train":
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(EPOCH_SECONDS)
                 history.append(epoch_metrics(job, epoch))
                 callback.on_epoch_end(epoch, history[-1])
+            wait_for(args.stop)
             callback.on_train_end(history)
             write_text(args.out / "history.csv", "epoch,loss\n" + "".join(
                 f"{e},{m['loss']!r}\n" for e, m in enumerate(history, start=1)))
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                        dataset="synthocc", method="driver", tags={"job": job}) as run:
             write_json(args.out / "metrics.json", eval_metrics(job))
             run.log_metrics(eval_metrics(job))
+            wait_for(args.stop)
             run.log_artifact(args.out / "metrics.json")
     print(json.dumps({"run_id": run.run_id, "error": run.error}))
 

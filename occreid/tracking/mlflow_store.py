@@ -215,8 +215,8 @@ def normalize_uri(uri: str, root: str | Path | None = None) -> str:
                 fix="use the default sqlite:///mlflow.db or a tracking server (http://host:5000); to keep a "
                 f"./mlruns folder set {ENV_ALLOW_FILE_STORE}=true",
             )
-        absolute = Path(folder) if Path(folder).is_absolute() else (Path(root) if root is not None else project_root()) / folder
-        return absolute.resolve().as_uri()
+        base = Path(root) if root is not None else project_root()
+        return (base / folder).resolve().as_uri()  # an absolute folder stays itself
     path = sqlite_path(uri)
     if path is None or path.is_absolute():
         return uri
