@@ -70,6 +70,7 @@ def cmd_params_check(args: argparse.Namespace) -> int:
 def locations(root: Path, params_file: Path) -> dict[str, object]:
     """Where the pipeline's results are, for ``occreid where`` (paths relative to ``root``)."""
     from occreid.tracking import tracking_uri
+    from occreid.tracking.mlflow_store import browse_hint
     from stages.params import read_yaml
     from stages.registry import build_plan
 
@@ -94,7 +95,7 @@ def locations(root: Path, params_file: Path) -> dict[str, object]:
         "sheets": figures,
         "metrics": [p + state(p) for p in listed("evaluate", "metrics.json")],
         "models": [p + state(p) for p in listed("train", "model.pt")],
-        "mlflow": {"uri": uri, "ui": f"mlflow ui --backend-store-uri {uri}"},
+        "mlflow": {"uri": uri, "ui": browse_hint(uri)},
     }
 
 

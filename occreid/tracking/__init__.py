@@ -1,4 +1,5 @@
-"""MLflow tracking for the train and evaluate stages, safe for parallel jobs on one SQLite store.
+"""MLflow tracking for the train and evaluate stages: the project's SQLite store (safe for parallel jobs) or
+a shared tracking server (``MLFLOW_TRACKING_URI=http://host:5000``), through the same code.
 
 Typical use in a stage::
 
@@ -11,7 +12,9 @@ Typical use in a stage::
         history = fit(method, splits, train_cfg, out_dir, callbacks=[MlflowCallback(run)])
         run.log_artifact(out_dir / "history.json")
 
-MLflow itself is imported only when a run is really tracked.
+MLflow itself is imported only when a run is really tracked. A store that cannot be written costs one
+warning, never the stage (:mod:`occreid.tracking.run`); train runs also sample CPU/GPU/memory curves
+(:mod:`occreid.tracking.system_metrics`).
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ from __future__ import annotations
 from occreid.tracking.callback import Callback, MlflowCallback
 from occreid.tracking.mlflow_store import (
     artifact_location,
+    bound_http_retries,
     normalize_uri,
     open_experiment,
     project_root,
     retry_locked,
+    store_timeout,
     tracking_enabled,
     tracking_uri,
 )
 from occreid.tracking.run import NullRunLogger, RunLogger, TrackingConfig, start_run
+from occreid.tracking.system_metrics import system_metrics_wanted
 from occreid.tracking.tags import flatten, params_hash, standard_tags, unflatten
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "RunLogger",
     "TrackingConfig",
     "artifact_location",
+    "bound_http_retries",
     "flatten",
     "normalize_uri",
     "open_experiment",
@@ -44,6 +51,8 @@ __all__ = [
     "retry_locked",
     "standard_tags",
     "start_run",
+    "store_timeout",
+    "system_metrics_wanted",
     "tracking_enabled",
     "tracking_uri",
     "unflatten",
