@@ -7,11 +7,14 @@ An experiment's ``train.distributed`` (``gpus`` processes per node × ``nodes``)
 - several nodes: ``srun`` starts one torchrun per node, which meet at a c10d rendezvous on the job's first
   node (where the job's shell runs) on a port derived from the job id, so jobs sharing a node do not collide.
 
-torchrun forwards SIGUSR1 too (``--signals-to-handle``), so a SLURM ``--signal=USR1@...`` warning reaches
-the workers, which checkpoint and stop (occreid/engine/preemption.py). The Snakefile asks SLURM for the
-matching resources (:func:`job_resources`: GPUs per node; for several nodes the plugin's ``mpi`` launch, one
-task per node) and runs :func:`job_command`. ``python -m stages.train`` started by hand or by ``dvc repro``
-re-executes itself through :func:`torchrun_argv` on one node.
+The job's shell and its ``tee`` ignore SIGTERM and SIGUSR1, which SLURM sends to every process of a job step
+(``--signal=TERM@600``, ``scancel --signal``): the training processes alone act on them — they checkpoint,
+log it and exit 75 (occreid/engine/preemption.py) — and torchrun forwards both to its workers
+(``--signals-to-handle``).
+
+The Snakefile runs :func:`job_command` and asks SLURM for :func:`job_resources` (GPUs per node; for several
+nodes the plugin's ``mpi`` launch with one task per node). ``python -m stages.train`` started by hand or by
+``dvc repro`` re-executes itself through :func:`torchrun_argv` on one node.
 
 No torch import here: the Snakefile imports this module, and reads ``train.distributed`` from the raw params
 (experiment overrides merged, ``inherit: defaults`` honoured); the defaults are those of
@@ -27,6 +30,7 @@ from typing import Mapping
 LAUNCHED_STAGES = ("train",)  # stages whose jobs may run as several processes
 TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"  # forwarded by torchrun to its workers
 RDZV_PORT = "$((29500 + SLURM_JOB_ID % 10000))"  # the multi-node rendezvous port, per job
+IGNORE_STOP = "trap '' TERM USR1;"  # the job's shell and tee leave SIGTERM / SIGUSR1 to the training processes
 RESOURCE_KEYS = ("mem_mb", "runtime", "cpus_per_task", "gpu", "nodes", "tasks", "mpi", "gres", "tasks_per_gpu")
 
 
@@ -75,10 +79,14 @@ def launched_command(cmd: str, launch: Launch, cpus: int) -> str:
 
 
 def job_command(params: Mapping, job) -> str:
-    """The shell command of a plan job (stages.registry.Job) as the Snakefile runs it."""
+    """The shell command of a plan job (stages.registry.Job) as the Snakefile runs it.
+
+    A train job's shell (and the ``tee`` writing its log) ignore the stop signals: SLURM signals every
+    process of the job step, and only the training processes should act on them (checkpoint, log it, exit
+    75), with the shell still there to report the exit status and the log pipe still open."""
     if job.stage.name not in LAUNCHED_STAGES:
         return job.cmd
-    return launched_command(job.cmd, train_launch(params, job.key), job.stage.resources.cpus)
+    return f"{IGNORE_STOP} {launched_command(job.cmd, train_launch(params, job.key), job.stage.resources.cpus)}"
 
 
 def job_resources(params: Mapping, job) -> dict:

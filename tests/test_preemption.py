@@ -146,6 +146,7 @@ def test_epoch_progress_round_trip_and_checkpoint_order(tmp_path):
 # ------------------------------------------------------------------ the train stage, stopped as SLURM stops it
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("straight", "signalled", "killed")
+DDP_NAMES = ("ddp", "ddp_signalled")  # 2 processes (train.distributed.gpus: 2), run by the slow test only
 
 
 def stage_params(params: dict) -> dict:
@@ -157,6 +158,8 @@ def stage_params(params: dict) -> dict:
     params["datasets"]["synthocc"]["generator"]["images_per_id"] = 10
     params["train"].update(epochs=2, checkpoint_period=1, log_period=1)
     params["experiments"] = {n: {"dataset": "synthocc", "method": "vit"} for n in NAMES}
+    params["experiments"].update({n: {"dataset": "synthocc", "method": "vit",
+                                      "overrides": {"train": {"distributed": {"gpus": 2}}}} for n in DDP_NAMES})
     params["tables"]["tables"] = []
     return params
 
@@ -172,20 +175,22 @@ def project(tmp_path_factory):
     return root
 
 
-def stage_env(root: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(root), "OCCREID_TRACKING": "0", "CUDA_VISIBLE_DEVICES": "",
+def stage_env(root: Path, tracking: bool = False) -> dict:
+    return {**os.environ, "PYTHONPATH": str(root), "OCCREID_TRACKING": "1" if tracking else "0",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "CUDA_VISIBLE_DEVICES": "",
             "OMP_NUM_THREADS": "1"}
 
 
-def run_stage(root: Path, args: list[str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], cwd=root, env=stage_env(root), capture_output=True, text=True,
-                          timeout=300)
+def run_stage(root: Path, args: list[str], tracking: bool = False) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=root, env=stage_env(root, tracking), capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc
 
 
 def interrupt(root: Path, experiment: str, when: str, sig: signal.Signals) -> tuple[int, str]:
-    """Start the train stage, send ``sig`` as soon as its log shows ``when``; (exit status, its log)."""
+    """Start the train stage, send ``sig`` as soon as its log shows ``when``; (exit status, its log). A stage
+    asking for several processes has replaced itself by torchrun, which gets the signal and forwards it."""
     proc = subprocess.Popen([sys.executable, "-m", "stages.train", "--experiment", experiment], cwd=root,
                             env=stage_env(root), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines = []
@@ -239,3 +244,29 @@ def test_kill_9_between_checkpoints_resumes_from_the_last_one_to_the_same_result
     resumed = run_stage(project, ["-m", "stages.train", "--experiment", "killed"])
     assert "resuming after epoch 1" in resumed.stderr
     assert_same_outputs(project, "straight", "killed")
+
+
+@pytest.mark.slow
+def test_two_process_training_stops_on_sigterm_and_resumes_to_the_uninterrupted_result(project):
+    """``python -m stages.train`` of an experiment with ``train.distributed.gpus: 2`` re-executes itself under
+    torchrun (gloo): rank 0 alone tracks (one MLflow run) and writes the outputs. SIGTERM to torchrun reaches
+    both workers, which agree on the iteration to stop at; the re-run resumes to the straight run's result."""
+    straight = run_stage(project, ["-m", "stages.train", "--experiment", "ddp"], tracking=True)
+    assert "re-executing under torchrun" in straight.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["train.distributed.gpus"] == "2"
+
+    status, log = interrupt(project, "ddp_signalled", "epoch 2 iter 1/", signal.SIGTERM)
+    assert status != 0, log[-3000:]
+    assert "stopped by SIGTERM" in log and f"exit status {EXIT_PREEMPTED}" in log, log[-3000:]
+    found = list_checkpoints(project / "data" / "train" / "ddp_signalled" / "checkpoints")
+    assert [e for e, _ in found] == [1] and "_iter_" in found[0][1].name, log[-3000:]
+    assert len(load_checkpoint(found[0][1])["rank_rng"]) == 2
+
+    resumed = run_stage(project, ["-m", "stages.train", "--experiment", "ddp_signalled"])
+    assert "resuming epoch 2 after iteration" in resumed.stderr
+    assert_same_outputs(project, "ddp", "ddp_signalled")
