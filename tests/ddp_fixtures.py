@@ -19,8 +19,20 @@ from PIL import Image
 
 NUM_IDS, PER_ID, H, W = 8, 4, 64, 32
 WORLD = 2  # processes of the distributed runs
-# name -> (method, batch scope): the exact mode for both methods, the references' mode for vit
-CASES = {"vit_global": ("vit", "global"), "dpm_global": ("dpm", "global"), "vit_rank": ("vit", "rank")}
+# name -> (method, batch scope): the exact mode for every method, the references' mode for vit
+CASES = {"vit_global": ("vit", "global"), "dpm_global": ("dpm", "global"), "dpmpp_global": ("dpmpp", "global"),
+         "vit_rank": ("vit", "rank")}
+_VIT = {"name": "vit_tiny", "img_size": [H, W], "drop_path": 0.0}
+_CLIP = {"name": "clip_tiny", "pretrained": None, "img_size": [H, W], "stride": None, "sie": True, "sie_coef": 1.0,
+         "sie_mode": "cls", "drop_path": 0.0}
+# DPM++ without its stage inputs (no anchoring, cut-and-paste views): occlusion pairs in every batch, a varying
+# number of them per process (a view is occluded with p = 0.5), the masked triplet and the pair consistency
+METHOD_CONFIGS = {
+    "vit": {"backbone": _VIT},
+    "dpm": {"backbone": _VIT},
+    "dpmpp": {"backbone": _CLIP, "anchor_init": False, "anchor_mode": "none",
+              "transfer": {"mode": "cut_paste", "p": 0.5, "pairs_per_id": 1}},
+}
 
 
 def write_toy_records(root: Path) -> list:
@@ -69,13 +81,12 @@ def train_config(gpus: int = 1, batch_scope: str = "global", epochs: int = 2):
 
 def make_method(name: str, seed: int = 0):
     """A deterministic tiny method: vit_tiny without drop-path; DPM with its two-step update, mask generator
-    (batch norm inside), summed head-enrich loss and ArcFace."""
+    (batch norm inside), summed head-enrich loss and ArcFace; DPM++ on clip_tiny (:data:`METHOD_CONFIGS`)."""
     from occreid.engine.seeding import seed_everything
     from occreid.methods import create_method
 
     seed_everything(seed)
-    backbone = {"name": "vit_tiny", "img_size": [H, W], "drop_path": 0.0}
-    return create_method(name, {"backbone": backbone}, NUM_IDS, 2)
+    return create_method(name, METHOD_CONFIGS[name], NUM_IDS, 2)
 
 
 def per_share_vit(world: int = WORLD):
@@ -104,20 +115,18 @@ def per_share_vit(world: int = WORLD):
 
 
 def run_case(name: str, records: list, out: Path, gpus: int = 1) -> tuple[dict, list]:
-    """Train case ``name``; returns (parameters on the CPU, history)."""
-    import torch
-
+    """Train case ``name`` as ``gpus`` processes (this one among them); returns (parameters on the CPU,
+    history)."""
     from occreid.engine import fit
 
     method_name, scope = CASES[name]
     method = make_method(method_name)
     history = fit(method, records, train_config(gpus, scope), out / name, resume=False)
-    params = {k: v.detach().cpu().clone() for k, v in method.named_parameters()}
-    torch.save({"params": params, "history": history}, out / f"{name}.pt")
-    return params, history
+    return {k: v.detach().cpu().clone() for k, v in method.named_parameters()}, history
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Under torchrun: train ``--cases`` as :data:`WORLD` processes; rank 0 saves ``OUT/<case>.pt``."""
     import torch
 
     from occreid.engine.distributed import launched_rank
@@ -131,13 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     records = load_records(Path(args.records))
     out = Path(args.out)
     for name in args.cases:
-        method_name, scope = CASES[name]
-        method = make_method(method_name)
-        from occreid.engine import fit
-
-        history = fit(method, records, train_config(WORLD, scope), out / name, resume=False)
+        params, history = run_case(name, records, out, gpus=WORLD)
         if launched_rank() == 0:
-            params = {k: v.detach().cpu().clone() for k, v in method.named_parameters()}
             torch.save({"params": params, "history": history}, out / f"{name}.pt")
 
 
