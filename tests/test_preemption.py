@@ -150,13 +150,14 @@ DDP_NAMES = ("ddp", "ddp_signalled")  # 2 processes (train.distributed.gpus: 2),
 
 
 def stage_params(params: dict) -> dict:
-    """The tiny demo with three identical vit experiments (one output folder each), 2 epochs of about 10 batches,
-    a checkpoint every epoch and a log line every iteration (the tests read them to time their signals)."""
+    """The tiny demo with identical vit experiments (one output folder each), 3 epochs of about 10 batches, a
+    checkpoint every epoch and a log line every iteration (the tests read them to time their signals; the
+    third epoch is slack, should a signal land later than aimed on a loaded machine)."""
     from tests.dag_fixtures import tiny
 
     params = tiny(params)
     params["datasets"]["synthocc"]["generator"]["images_per_id"] = 10
-    params["train"].update(epochs=2, checkpoint_period=1, log_period=1)
+    params["train"].update(epochs=3, checkpoint_period=1, log_period=1)
     params["experiments"] = {n: {"dataset": "synthocc", "method": "vit"} for n in NAMES}
     params["experiments"].update({n: {"dataset": "synthocc", "method": "vit",
                                       "overrides": {"train": {"distributed": {"gpus": 2}}}} for n in DDP_NAMES})
@@ -214,6 +215,13 @@ def outputs(root: Path, experiment: str) -> tuple[dict, list[str], dict]:
     return {k: v for k, v in metrics.items() if k not in TIMING}, history, weights
 
 
+def stopped_at(root: Path, experiment: str) -> tuple[int, int]:
+    """(epoch, iteration) of the mid-epoch checkpoint a stopped run left (the only checkpoint kept)."""
+    found = list_checkpoints(root / "data" / "train" / experiment / "checkpoints")
+    assert len(found) == 1 and "_iter_" in found[0][1].name, [p.name for _, p in found]
+    return found[0][0] + 1, int(found[0][1].stem.rsplit("_", 1)[1])
+
+
 def assert_same_outputs(root: Path, a: str, b: str) -> None:
     ma, ha, wa = outputs(root, a)
     mb, hb, wb = outputs(root, b)
@@ -224,14 +232,12 @@ def assert_same_outputs(root: Path, a: str, b: str) -> None:
 def test_sigterm_mid_epoch_checkpoints_exits_75_and_the_rerun_ends_like_an_uninterrupted_run(project):
     status, log = interrupt(project, "signalled", "epoch 2 iter 1/", signal.SIGTERM)
     assert status == EXIT_PREEMPTED, log[-2000:]
-    found = list_checkpoints(project / "data" / "train" / "signalled" / "checkpoints")
-    assert [e for e, _ in found] == [1] and "_iter_" in found[0][1].name, log[-2000:]  # mid-epoch 2
-    iteration = int(found[0][1].stem.rsplit("_", 1)[1])
-    assert iteration >= 1 and "SIGTERM" in log and "run the same command again to resume" in log
+    epoch, iteration = stopped_at(project, "signalled")  # epoch 2, iteration 2 unless the machine lagged
+    assert epoch >= 2 and iteration >= 1 and "SIGTERM" in log and "run the same command again to resume" in log
     assert not (project / "data" / "train" / "signalled" / "model.pt").exists()
 
     resumed = run_stage(project, ["-m", "stages.train", "--experiment", "signalled"])
-    assert f"resuming epoch 2 after iteration {iteration}" in resumed.stderr
+    assert f"resuming epoch {epoch} after iteration {iteration}" in resumed.stderr
     assert_same_outputs(project, "straight", "signalled")
 
 
@@ -239,10 +245,10 @@ def test_kill_9_between_checkpoints_resumes_from_the_last_one_to_the_same_result
     status, log = interrupt(project, "killed", "epoch 2 iter 3/", signal.SIGKILL)
     assert status == -signal.SIGKILL
     found = list_checkpoints(project / "data" / "train" / "killed" / "checkpoints")
-    assert [p.name for _, p in found] == ["epoch_0001.pt"], log[-2000:]
+    assert len(found) == 1 and found[0][1].name == f"epoch_{found[0][0]:04d}.pt", log[-2000:]  # epoch 1's
 
     resumed = run_stage(project, ["-m", "stages.train", "--experiment", "killed"])
-    assert "resuming after epoch 1" in resumed.stderr
+    assert f"resuming after epoch {found[0][0]}" in resumed.stderr
     assert_same_outputs(project, "straight", "killed")
 
 
@@ -263,10 +269,10 @@ def test_two_process_training_stops_on_sigterm_and_resumes_to_the_uninterrupted_
     status, log = interrupt(project, "ddp_signalled", "epoch 2 iter 1/", signal.SIGTERM)
     assert status != 0, log[-3000:]
     assert "stopped by SIGTERM" in log and f"exit status {EXIT_PREEMPTED}" in log, log[-3000:]
+    epoch, iteration = stopped_at(project, "ddp_signalled")
     found = list_checkpoints(project / "data" / "train" / "ddp_signalled" / "checkpoints")
-    assert [e for e, _ in found] == [1] and "_iter_" in found[0][1].name, log[-3000:]
     assert len(load_checkpoint(found[0][1])["rank_rng"]) == 2
 
     resumed = run_stage(project, ["-m", "stages.train", "--experiment", "ddp_signalled"])
-    assert "resuming epoch 2 after iteration" in resumed.stderr
+    assert f"resuming epoch {epoch} after iteration {iteration}" in resumed.stderr
     assert_same_outputs(project, "ddp", "ddp_signalled")
