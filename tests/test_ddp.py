@@ -25,7 +25,7 @@ from occreid.data.sampler import PKBatchSampler
 from occreid.engine import fit
 from occreid.engine.config import DistributedConfig
 from occreid.engine.distributed import (Distributed, ShardedBatchSampler, batch_mean, batch_sum, gather_batch,
-                                        global_batch, setup)
+                                        global_batch, setup, whole_batch_norm)
 from occreid.errors import OccreidError
 from stages import launch
 from stages.params import read_yaml
@@ -80,6 +80,10 @@ def test_whole_batch_helpers_are_the_local_operation_outside_the_global_scope():
     empty = values[:0] * 2
     zero = batch_mean(empty)
     assert zero.item() == 0.0 and zero.requires_grad  # no items: a zero that keeps the graph
+    neck = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    plain = neck(x).detach()
+    assert len(whole_batch_norm(neck)) == 2 and whole_batch_norm(neck) == []  # hooked once
+    torch.testing.assert_close(neck(x), plain, rtol=0, atol=0)  # inert outside the global scope
 
 
 def test_the_world_must_be_what_the_config_asks_for(monkeypatch):

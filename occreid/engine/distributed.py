@@ -157,10 +157,12 @@ def whole_batch_norm(module: nn.Module) -> list[Any]:
     training: its input is gathered (with gradient), normalised by the module itself (so its running
     statistics are the one-process ones on every rank) and this rank's rows are returned. Works on any
     device and backend, unlike ``SyncBatchNorm`` (CUDA only); the re-ID models have batch norm only on
-    small inputs (BNNeck features, the mask generator's token maps). Returns the hook handles."""
+    small inputs (BNNeck features, the mask generator's token maps). Returns the hook handles of the batch
+    norms that had none yet (a module trained twice is hooked once)."""
     handles = []
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.__dict__.get("_occreid_whole_batch"):
+            m.__dict__["_occreid_whole_batch"] = True
             handles += [m.register_forward_pre_hook(_gather_norm_input), m.register_forward_hook(_local_norm_rows)]
     return handles
 
