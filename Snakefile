@@ -8,7 +8,9 @@ rule is defined, through ``params.cmd``: ``shell:`` is evaluated late and would 
 stage's command in every rule. ``params.tracked`` holds the params values the stage declares, so
 Snakemake's params rerun trigger re-runs exactly what DVC would. Output is also kept in
 logs/<stage>/<key>.log; ``conda:`` names the environment for ``--sdm conda`` (by default the current
-environment runs the jobs).
+environment runs the jobs). A train job whose experiment asks for several processes
+(``train.distributed``) runs under torchrun, on several nodes through srun, and asks SLURM for the GPUs
+and nodes (stages/launch.py).
 
     snakemake -c2                                   # local, 2 cores
     snakemake --profile workflow/profiles/slurm     # one SLURM job per stage instance
@@ -21,6 +23,7 @@ import re
 from stages.params import read_yaml
 from stages.registry import build_plan
 from stages.common import lookup
+from stages.launch import LAUNCHED_STAGES, RESOURCE_KEYS, job_command, job_resources
 
 PARAMS = read_yaml("params.yaml")
 PLAN = build_plan(PARAMS)
@@ -49,7 +52,7 @@ def inputs_of(stage):
 
 
 def command_of(stage):
-    return lambda wildcards: job_of(stage, wildcards).cmd
+    return lambda wildcards: job_command(PARAMS, job_of(stage, wildcards))
 
 
 def tracked_of(stage):
@@ -71,6 +74,9 @@ def log_of(stage):
 
 
 def resources_of(stage):
+    if stage.name in LAUNCHED_STAGES:  # per job: GPUs (and nodes) from the experiment's train.distributed
+        return {key: (lambda wildcards, key=key: job_resources(PARAMS, job_of(stage, wildcards))[key])
+                for key in RESOURCE_KEYS}
     r = stage.resources
     res = {"mem_mb": r.mem_mb, "runtime": r.runtime, "cpus_per_task": r.cpus}
     if r.gpus:

@@ -6,6 +6,11 @@ trains it with :func:`occreid.engine.fit` (resumable checkpoints in ``data/train
 MLflow run with per-epoch curves), then writes ``data/train/NAME/``: ``model.pt`` (weights + the resolved
 config evaluation rebuilds the model from), ``history.csv`` (one row per epoch, a DVC plot) and
 ``train_metrics.json`` (last epoch's scalars, a DVC metric). A user error prints its message and exits 2.
+
+With ``train.distributed`` asking for several processes the stage runs under torchrun (started by the
+Snakefile, or re-executing itself through torchrun on one node), and only rank 0 tracks and writes outputs.
+SIGTERM / SIGUSR1 stop training with a resumable mid-epoch checkpoint and exit status 75
+(occreid/engine/preemption.py); running the same command again resumes.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import io
 import json
 import logging
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
 from stages import common
+from stages.launch import Launch, torchrun_argv
 from stages.params import PARAMS_FILE
 from stages.registry import STAGES, fill, need_context, variant_sections
 
@@ -98,6 +106,8 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     """Train experiment ``experiment`` as params.yaml describes it; returns its output folder."""
     from occreid.data.datasets import create_dataset
     from occreid.engine import fit, save_model
+    from occreid.engine.distributed import launched_rank
+    from occreid.engine.preemption import StopRequest
     from occreid.engine.seeding import seed_everything
     from occreid.io import write_json, write_text
     from occreid.methods import create_method
@@ -111,6 +121,10 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     method_cfg = with_inputs(resolved["methods"], dataset, variants)
     train_cfg = resolved["train"]
     tracking = params.section(TrackingConfig, "tracking")
+    relaunch_under_torchrun(train_cfg.distributed, experiment, params_path)
+    main = launched_rank() == 0  # rank 0 alone tracks and writes; the others train their share and stop
+    if not main:
+        logging.getLogger("occreid").setLevel(logging.WARNING)
 
     splits = create_dataset(dataset, PREPARED / dataset, check_counts=False)  # prepare_data checked them
     seed_everything(train_cfg.seed, train_cfg.deterministic)  # before building: a reproducible init
@@ -123,7 +137,8 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     weights = spec.get("weights")
     if weights:
         config["weights"] = {"file": str(weights)}
-    with start_run(experiment, "train", uri=tracking_uri(tracking.uri), enabled=tracking_enabled(tracking.enabled),
+    with start_run(experiment, "train", uri=tracking_uri(tracking.uri),
+                   enabled=main and tracking_enabled(tracking.enabled),
                    config=config, stage="train", dataset=dataset, method=method_name) as run:
         if weights:  # a released model: imported through its adapter, not trained
             from occreid.models.adapters.released import load_released
@@ -134,7 +149,12 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
             history = []
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)  # a declared output, empty: nothing trained
         else:
-            history = fit(method, splits, train_cfg, out, callbacks=[MlflowCallback(run, log_config=False)])
+            stop = StopRequest()  # SIGTERM / SIGUSR1: checkpoint and raise Preempted (main() exits 75)
+            with stop.installed():
+                history = fit(method, splits, train_cfg, out, callbacks=[MlflowCallback(run, log_config=False)],
+                              stop=stop)
+        if not main:
+            return out
         metrics = summary(history, time.perf_counter() - start)
         method.cfg = without_inputs(method.cfg)  # model.pt must not point at the prompts / partner folders
         save_model(out / "model.pt", method, config)
@@ -146,12 +166,40 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     return out
 
 
+def relaunch_under_torchrun(cfg, experiment: str, params_path: str | Path) -> None:
+    """Several processes asked for and this one not started by torchrun: on one node, replace this process
+    by torchrun running the same stage (``dvc repro``, a hand-typed command); several nodes need srun."""
+    from occreid.engine.distributed import launched_world
+    from occreid.errors import OccreidError
+
+    if cfg.world_size == 1 or launched_world()[1] > 1:
+        return
+    if cfg.nodes > 1:
+        raise OccreidError(
+            f"experiment '{experiment}' trains on {cfg.nodes} nodes: start it through SLURM",
+            fix="run the workflow with `snakemake --profile workflow/profiles/slurm` (it launches srun + torchrun), "
+                "or see README 'Several GPUs' for the srun command")
+    argv = torchrun_argv(Launch(cfg.gpus, cfg.nodes), "stages.train",
+                         ["--experiment", experiment, "--params", str(params_path)])
+    log.info("train %s: %d processes, re-executing under torchrun: %s", experiment, cfg.world_size, " ".join(argv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
 def main(argv: list[str] | None = None) -> None:
+    from occreid.engine.preemption import EXIT_PREEMPTED, Preempted
+
     parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True, help="a key of params.yaml 'experiments'")
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
-    train(args.experiment, args.params)
+    try:
+        train(args.experiment, args.params)
+    except Preempted as e:
+        log.warning("train %s: %s; run the same command again to resume (exit status %d)", args.experiment, e,
+                    EXIT_PREEMPTED)
+        raise SystemExit(EXIT_PREEMPTED) from None
 
 
 if __name__ == "__main__":

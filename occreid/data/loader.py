@@ -59,9 +59,13 @@ def build_train_loader(
     seed: int,
     num_workers: int = 0,
     pin_memory: bool = False,
+    shard: Callable | None = None,
 ) -> tuple[DataLoader, PKBatchSampler, torch.Generator]:
-    """A P×K training loader, its sampler (call ``set_epoch``) and the worker-seed generator (re-seed per epoch)."""
+    """A P×K training loader, its sampler (call ``set_epoch``) and the worker-seed generator (re-seed per epoch).
+    ``shard`` wraps the sampler (the engine's: this process's share of each batch, resumable mid-epoch)."""
     sampler = PKBatchSampler([r.pid for r in records], ids_per_batch, images_per_id, seed=seed)
+    if shard is not None:
+        sampler = shard(sampler)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         ImageDataset(records, transform),

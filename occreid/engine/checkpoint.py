@@ -5,8 +5,9 @@ Everything is stored as tensors and primitives (configs as JSON strings), so eve
 :func:`occreid.io.atomic_path`, so a run killed while saving leaves the previous checkpoint intact.
 
 A training checkpoint ``checkpoints/epoch_0007.pt`` holds the model, every optimiser and schedule, the
-GradScaler, all RNG states, the sampler state, the history so far and a fingerprint of the run's config
-and data (a checkpoint of another configuration is never resumed).
+GradScaler, all RNG states (every rank's), the sampler state, the history so far and a fingerprint of the
+run's config and data (a checkpoint of another configuration is never resumed); one written mid-epoch
+(``epoch_0007_iter_000013.pt``) also holds the epoch's progress.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MODEL_FORMAT = "occreid-model-1"
-_CKPT = re.compile(r"epoch_(\d+)\.pt$")
+_CKPT = re.compile(r"epoch_(\d+)(?:_iter_(\d+))?\.pt$")
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
@@ -40,16 +41,19 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
-    return ckpt_dir / f"epoch_{epoch:04d}.pt"
+def checkpoint_path(ckpt_dir: Path, epoch: int, iteration: int = 0) -> Path:
+    """``epoch_0007.pt`` after epoch 7; ``epoch_0007_iter_000013.pt`` 13 iterations into epoch 8 (a stop
+    on request, :mod:`occreid.engine.preemption`)."""
+    return ckpt_dir / (f"epoch_{epoch:04d}_iter_{iteration:06d}.pt" if iteration else f"epoch_{epoch:04d}.pt")
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of the checkpoints in ``ckpt_dir``, oldest first."""
+    """(completed epochs, path) of the checkpoints in ``ckpt_dir``, oldest first (a mid-epoch checkpoint
+    after the one of the epoch before it)."""
     if not ckpt_dir.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT.search(p.name))]
-    return sorted(found)
+    found = [((int(m.group(1)), int(m.group(2) or 0)), p) for p in ckpt_dir.iterdir() if (m := _CKPT.search(p.name))]
+    return [(key[0], p) for key, p in sorted(found)]
 
 
 def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:

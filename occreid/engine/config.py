@@ -59,6 +59,33 @@ class SchedulerConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Data-parallel training over ``gpus`` × ``nodes`` processes started by torchrun (occreid/engine/distributed.py).
+
+    ``gpus``: processes per node, one per GPU (on a CPU machine: gloo processes). ``nodes``: machines (SLURM
+    ``srun`` starts one torchrun per node). The P×K batch is the global batch: each process trains on a
+    1/(gpus·nodes) share of every batch of the same plan as one process. ``batch_scope``: ``global`` — batch
+    norm and the batch-level losses (batch-hard triplet, DPM's summed head-enrich loss, DPM++'s pair terms)
+    see the whole batch through autograd-aware all-gathers, so N processes train like one process with the
+    whole batch (up to float rounding); ``rank`` — each process's batch norm and batch losses see only its
+    share, as TransReID, DPM and CLIP-ReID do under DDP. ``backend``: ``auto`` = nccl on CUDA, else gloo.
+    """
+
+    gpus: int = 1
+    nodes: int = 1
+    batch_scope: Literal["global", "rank"] = "global"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1 or self.nodes < 1:
+            raise OccreidError(f"train.distributed.gpus and nodes must be >= 1, got {self.gpus}, {self.nodes}")
+
+    @property
+    def world_size(self) -> int:
+        return self.gpus * self.nodes
+
+
+@dataclass
 class TrainConfig:
     """Everything :func:`occreid.engine.fit` needs besides the method and the data."""
 
@@ -77,6 +104,7 @@ class TrainConfig:
     log_period: int = 50  # iterations between log lines
     deterministic: bool = True  # deterministic kernels (cuDNN); CPU runs are bit-reproducible either way
     transforms: TransformConfig = field(default_factory=TransformConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)  # torchrun processes (one: off)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "ids_per_batch", "images_per_id", "checkpoint_period", "keep_checkpoints", "log_period"):

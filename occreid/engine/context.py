@@ -3,7 +3,8 @@
 Methods never build optimisers, scalers or autocast contexts themselves; they call the helpers here, so
 every method gets the same AMP policy and checkpointing (the engine owns all of these objects and saves
 them). A two-step update (DPM) is two ``backward_and_step`` calls on two named optimisers; one GradScaler
-is updated after each step, as in DPM's released code.
+is updated after each step, as in DPM's released code. Under torchrun, ``step`` first averages the
+gradients of the optimiser's parameters over the processes (:mod:`occreid.engine.distributed`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+
+from occreid.engine.distributed import Distributed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,6 +43,7 @@ class TrainContext:
     iteration: int = 0  # within the epoch, 0-based
     global_step: int = 0
     extra: dict = field(default_factory=dict)  # free room for methods (e.g. cached text features)
+    distributed: Distributed = field(default_factory=Distributed)  # the training processes (default: one)
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -62,8 +66,10 @@ class TrainContext:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def step(self, which: str | torch.optim.Optimizer) -> None:
-        """Step one optimiser (through the GradScaler when there is one, which is then updated)."""
+        """Step one optimiser (through the GradScaler when there is one, which is then updated), after
+        averaging its parameters' gradients over the training processes."""
         opt = self.optimizer(which)
+        self.distributed.average_gradients(opt)  # no-op in one process
         if self.scaler is not None:
             self.scaler.step(opt)
             self.scaler.update()

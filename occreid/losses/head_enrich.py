@@ -12,6 +12,9 @@ Where we follow the code rather than the paper:
   gives the paper's version (softmax over the patches only);
 - the images are *summed* (the paper's Eq. 6 is per image; the code sums the batch, so the effective weight
   grows with the batch size). ``reduction="mean"`` averages instead.
+
+In data-parallel training with the global batch scope the sum (or mean) runs over the whole batch of all
+processes (``batch_sum`` / ``batch_mean``), so the weight is the one-process one.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..engine.distributed import batch_mean, batch_sum
 from ..errors import OccreidError
 
 REDUCTIONS = ("sum", "mean")
@@ -43,4 +47,4 @@ def head_enrich_loss(attn_logits: torch.Tensor, *, reduction: str = "sum", softm
     heads = g.shape[-1]
     eye = torch.eye(heads, dtype=g.dtype, device=g.device)
     per_image = (g - eye).pow(2).sum(dim=(1, 2)) / heads**2
-    return per_image.sum() if reduction == "sum" else per_image.mean()
+    return batch_sum(per_image) if reduction == "sum" else batch_mean(per_image)

@@ -20,6 +20,9 @@ too; otherwise the triplet shapes a holistic distance that retrieval never uses.
   The mask is the view's because only its visible sub-space should agree; channels the occluder destroyed
   are left free. :func:`pair_indices` finds the pairs from the batch fields of the pairing sampler.
 
+Under data-parallel training with the global batch scope both run over the whole batch of all processes
+(the triplet on the gathered batch, the consistency as a mean over every process's pairs).
+
 Masks arrive detached by default (the caller decides): a metric loss that could move the mask would
 shrink it to the few channels where the pair already agrees (1 − cos → 0 with a one-hot mask).
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from occreid.engine.distributed import batch_mean, gather_batch
 from occreid.errors import OccreidError
 from occreid.losses.triplet import euclidean_distances, hardest_pairs
 
@@ -55,6 +59,7 @@ def masked_batch_hard_triplet(
     feat: torch.Tensor, pids: torch.Tensor, mask: torch.Tensor | None, margin: float | None = None
 ) -> torch.Tensor:
     """Batch-hard triplet over :func:`masked_distances` (each row: its anchor's mask); ``margin`` None = soft."""
+    feat, pids, mask = gather_batch(feat, pids, mask)  # the whole batch under data-parallel training
     d_ap, d_an = hardest_pairs(masked_distances(feat, mask), pids)
     if margin is None:
         return F.soft_margin_loss(d_an - d_ap, torch.ones_like(d_an))
@@ -83,10 +88,9 @@ def pair_indices(pair_id: torch.Tensor, is_transferred: torch.Tensor) -> tuple[t
 def masked_consistency(
     view_feat: torch.Tensor, source_feat: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """mean over pairs of 1 − cos(m ⊙ f_view, m ⊙ f_src) (``mask`` [n, D] of the views; None = unmasked)."""
-    if len(view_feat) == 0:
-        return view_feat.sum() * 0.0  # no pair in this batch: a zero that keeps the graph and the log key
+    """mean over pairs of 1 − cos(m ⊙ f_view, m ⊙ f_src) (``mask`` [n, D] of the views; None = unmasked);
+    zero, keeping the graph and the log key, when the batch has no pair."""
     a, b = view_feat.float(), source_feat.float()
     if mask is not None:
         a, b = a * mask.float(), b * mask.float()
-    return (1.0 - F.cosine_similarity(a, b, dim=1, eps=_EPS)).mean()
+    return batch_mean(1.0 - F.cosine_similarity(a, b, dim=1, eps=_EPS))

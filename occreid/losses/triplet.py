@@ -5,13 +5,16 @@ guarantees to exist) form the triplet. With a margin m (CLIP-ReID, TransReID: 0.
 mean(max(0, d_ap − d_an + m)); with ``margin=None`` it is the soft margin mean(log(1 + exp(d_ap − d_an)))
 (DPM: ``NO_MARGIN``, i.e. PyTorch's SoftMarginLoss). Distances are Euclidean on the raw features
 (``normalize=False``, as in all three papers) computed as sqrt(max(|x|² + |y|² − 2x·y, 1e-12)), the
-TransReID form, so a zero distance has a finite, zero gradient.
+TransReID form, so a zero distance has a finite, zero gradient. In data-parallel training with the
+global batch scope the mining runs over the whole batch of all processes (``gather_batch``).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from occreid.engine.distributed import gather_batch
 
 
 def euclidean_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -32,7 +35,7 @@ def batch_hard_triplet(
     feat: torch.Tensor, pids: torch.Tensor, margin: float | None = 0.3, normalize: bool = False
 ) -> torch.Tensor:
     """Mean batch-hard triplet loss; ``margin=None`` is the soft-margin variant. Needs ≥ 2 ids in the batch."""
-    feat = feat.float()
+    feat, pids = gather_batch(feat.float(), pids)  # the whole batch under data-parallel training
     if normalize:
         feat = F.normalize(feat, dim=1)
     d_ap, d_an = hardest_pairs(euclidean_distances(feat, feat), pids)
