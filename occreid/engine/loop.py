@@ -147,6 +147,8 @@ def fit(
         ctx.global_step = state["global_step"]
         history = list(state["history"])
         log.info("resuming after epoch %d (%s)", state["epoch"], ckpt_dir)
+    else:
+        method.before_training(records, cfg)  # e.g. DPEFormer's memory bank initialisation
     start = len(history) + 1
 
     cbs = CallbackList(callbacks)
