@@ -157,7 +157,7 @@ ABLATIONS: dict[str, dict] = {
 VARIANTS: dict[str, dict] = {
     "reference_code": {
         "selection": {"k_min": 24, "split_rule": "code", "pooling": "batch_min"},
-        "blending": {"style": "code", "heads": 2},
+        "blending": {"style": "code", "heads": 2, "mix_batch": True},
         "global_token": "first_patch", "global_bnneck": False, "neck_feat": "after",
         "memory": {"feature": "bn"},
         "id_weights": {"parts": 0.125, "pooled": 0.25, "global_feature": 1.0, "final": 0.25},

@@ -37,6 +37,7 @@ class FBMConfig:
     subpart_dim: int = 16  # channels per sub-part (768 → 48 × 16)
     heads: int = 1  # paper: √d_k = 4 = √16, one head per 16-channel sub-part; released code: 2
     mlp_ratio: float = 1.0  # FFN hidden width / input width (paper: not given; code: 1)
+    mix_batch: bool = False  # the released code's head merge, which mixes images of a batch (parity only)
 
     def __post_init__(self) -> None:
         if self.style not in ("paper", "code"):
@@ -53,12 +54,20 @@ class FBMConfig:
                                fix="choose a subpart_dim dividing the backbone's width (16 for 768 and for 96)")
 
 
-def cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+def cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                    mix_batch: bool = False) -> torch.Tensor:
     """Multi-head attention of ``q`` [B, S, C] over ``k``, ``v`` [B, S, C] (heads split the channels,
-    concatenated back): [B, S, C]."""
+    concatenated back): [B, S, C].
+
+    ``mix_batch`` reproduces the released code's head merge: its attention output has a leading singleton axis
+    ([1, B, heads, S, c]) and ``transpose(1, 2)`` then swaps the batch and head axes instead of heads and
+    sub-parts, so the reshape to [B, S, C] fills image b's output with pieces of other images' (and heads')
+    results. Only for forward parity with that code: it makes an image's feature depend on its batch."""
     B, S, C = q.shape
     split = lambda t: t.reshape(B, t.shape[1], heads, C // heads).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v))  # [B, heads, S, c]
+    if mix_batch:
+        return out.transpose(0, 1).reshape(B, S, C)
     return out.transpose(1, 2).reshape(B, S, C)
 
 
@@ -68,7 +77,7 @@ class PaperFBM(nn.Module):
     def __init__(self, dim: int, cfg: FBMConfig):
         super().__init__()
         cfg.check_dim(dim)
-        self.heads, self.subpart_dim = cfg.heads, cfg.subpart_dim
+        self.heads, self.subpart_dim, self.mix_batch = cfg.heads, cfg.subpart_dim, cfg.mix_batch
         self.proj_q = nn.Linear(dim, dim)  # f'_part
         self.proj_k = nn.Linear(dim, dim)  # f'_g
         self.proj_v = nn.Linear(dim, dim)  # f''_g
@@ -86,7 +95,7 @@ class PaperFBM(nn.Module):
         q = self.norm_q(self._subparts(self.proj_q(part)))
         k = self.norm_kv(self._subparts(self.proj_k(global_feat)))
         v = self.norm_kv(self._subparts(self.proj_v(global_feat)))
-        blended = self.out(cross_attention(q, k, v, self.heads)).reshape(part.shape)  # RE
+        blended = self.out(cross_attention(q, k, v, self.heads, self.mix_batch)).reshape(part.shape)  # RE
         y = self.norm(part + blended)
         return y + self.ffn(y)
 
@@ -98,7 +107,7 @@ class CodeFBM(nn.Module):
         super().__init__()
         cfg.check_dim(dim)
         d = cfg.subpart_dim
-        self.heads, self.subpart_dim = cfg.heads, d
+        self.heads, self.subpart_dim, self.mix_batch = cfg.heads, d, cfg.mix_batch
         self.pos_embed = nn.Parameter(torch.zeros(1, dim // d, d))
         self.norm_q = nn.LayerNorm(d)
         self.norm_kv = nn.LayerNorm(d)
@@ -112,7 +121,7 @@ class CodeFBM(nn.Module):
         x = part.reshape(part.shape[0], -1, self.subpart_dim) + self.pos_embed
         g = global_feat.reshape(global_feat.shape[0], -1, self.subpart_dim) + self.pos_embed
         k, v = self.kv(self.norm_kv(g)).chunk(2, dim=-1)
-        x = x + self.proj(cross_attention(self.q(self.norm_q(x)), k, v, self.heads))
+        x = x + self.proj(cross_attention(self.q(self.norm_q(x)), k, v, self.heads, self.mix_batch))
         x = x + self.ffn(self.norm_ffn(x))
         return x.reshape(part.shape)
 
