@@ -39,6 +39,7 @@ SECTIONS: dict[str, str] = {
     "prompts": "occreid.prompts:PromptsConfig",
     "saliency": "occreid.saliency:SaliencyConfig",
     "spt": "occreid.augment:SptConfig",
+    "occluders": "occreid.occluders.config:OccludersConfig",
 }
 # Sections an experiment's ``overrides`` may change. ``spt`` (partner tables) gives the experiment its own
 # spt_sets instance (stages/registry.py "Variants"), so it needs a method that trains on partner tables.
@@ -151,7 +152,7 @@ def _validate(params: Mapping, source: str) -> None:
             lookup(params, key, source)
 
 
-INPUT_PATHS = ("text_features", "spt_partners")  # method inputs the train stage fills from the DAG
+INPUT_PATHS = ("text_features", "spt_partners", "occluders")  # method inputs the train stage fills from the DAG
 NEED_SECTIONS = {"prompts": "prompts", "spt_sets": "saliency"}  # per-dataset stage → section naming its backbone
 
 
