@@ -199,3 +199,21 @@ def test_memory_module_needs_initialisation_and_keeps_its_bank_in_the_state_dict
     other = IdentityMemory(2, 2)
     other.load_state_dict(state)
     assert torch.equal(other.bank, mem.bank) and math.isfinite(other.loss(torch.ones(1, 2), torch.tensor([1])).item())
+
+
+def test_mix_batch_reproduces_the_cross_image_leak_of_the_released_head_merge():
+    """Correct merge: an image's output ignores the other images. The released merge (mix_batch): image 0's
+    output is made of head 0's results for images 0 and 1, so changing image 1 changes it."""
+    from occreid.models.fbm import cross_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 8).unbind(0)
+    k2, v2 = k.clone(), v.clone()
+    k2[1] += 1.0
+    v2[1] += 1.0
+    assert torch.equal(cross_attention(q, k, v, 2)[0], cross_attention(q, k2, v2, 2)[0])
+    mixed = cross_attention(q, k, v, 2, mix_batch=True)
+    assert not torch.allclose(mixed[0], cross_attention(q, k2, v2, 2, mix_batch=True)[0])
+    heads = torch.nn.functional.scaled_dot_product_attention(
+        *(t.reshape(2, 4, 2, 4).transpose(1, 2) for t in (q, k, v)))  # [B, heads, S, c]
+    assert torch.equal(mixed[0].flatten(), heads[:, 0].flatten())  # head 0 of image 0, then of image 1
