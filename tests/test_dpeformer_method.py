@@ -242,3 +242,44 @@ def test_config_errors():
         make(selection={"k_min": 40})
     with pytest.raises(OccreidError, match="augment.mode"):
         make(augment={"mode": "sam_paste"})
+
+
+@pytest.fixture
+def library(tmp_path):
+    """Two opaque library objects: a wide red one and a tall blue one (the occluders stage's format)."""
+    from occreid.occluders import write_library
+
+    def solid(w: int, h: int, colour) -> Image.Image:
+        rgba = np.zeros((h, w, 4), np.uint8)
+        rgba[..., :3], rgba[..., 3] = colour, 255
+        rgba[0, 0, 3] = 0  # one transparent corner pixel: the mask is not the box
+        return Image.fromarray(rgba, "RGBA")
+
+    meta = {"source": "test", "bbox": [0, 0, 0, 0], "area": 0, "aspect": 0.0}
+    write_library(tmp_path / "lib", [(solid(12, 6, (250, 0, 0)), meta), (solid(3, 12, (0, 0, 250)), meta)], build={})
+    return str(tmp_path / "lib")
+
+
+@pytest.mark.parametrize("mode", ["sam", "cut_paste"])
+def test_pasted_view_keeps_the_label_and_covers_an_image_edge(records, library, mode):
+    m = make(augment={"mode": mode}, occluders=library)
+    cfg = train_config(transforms={"random_erasing_p": 0.0})
+    dataset, _ = m.train_data(records, None, cfg, seed=0)
+    torch.manual_seed(1)
+    for i in range(8):
+        item = dataset[i]
+        assert item["pid"] == records[i].pid and item["camid"] == records[i].camid and item["occluded"]
+        changed = (item["image"] != item["image_aug"]).any(0)
+        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+        # Algorithm 1: the box is 1/2-3/4 of the image and spans its full width or height, at an edge
+        area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert 0.45 * H * W <= int(area) <= 0.78 * H * W
+        assert rows.min() == 0 or cols.min() == 0
+    assert dataset.occlude.cfg.shape == ("box" if mode == "cut_paste" else "mask")  # Cut&Paste: whole boxes
+
+
+def test_paste_needs_the_library():
+    with pytest.raises(OccreidError, match="occluders is not set"):
+        make(augment={"mode": "sam"}).train_data([], None, train_config(), seed=0)
+    with pytest.raises(OccreidError, match="use augment.mode cut_paste"):
+        make(augment={"mode": "sam", "paste": {"shape": "box"}})

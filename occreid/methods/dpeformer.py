@@ -23,6 +23,7 @@ docs/DPEFORMER.md lists every difference (``VARIANTS["reference_code"]`` sets al
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal, Sequence
@@ -48,6 +49,7 @@ from occreid.models.dpsm import DPSMConfig, select_parts, spatial_parts
 from occreid.models.factory import BackboneConfig
 from occreid.models.fbm import FBMConfig, build_fbm
 from occreid.models.heads import BNNeck
+from occreid.occluders import OccluderLibrary, OccluderPaste, PasteConfig
 
 if TYPE_CHECKING:
     from occreid.engine.config import TrainConfig
@@ -94,12 +96,24 @@ def _roa_erasing() -> CutPasteConfig:
     return CutPasteConfig(area=[0.05, 0.4], aspect=[0.3, 3.3], from_border=False)
 
 
+def _roa_paste() -> PasteConfig:
+    """Algorithm 1's paste, applied whenever the view is occluded (the view's probability is ``augment.p``)."""
+    return PasteConfig(p=1.0)
+
+
 @dataclass
 class AugmentConfig:
-    """How the occluded second view of each image is made (``methods.dpeformer.augment``, paper Table X)."""
+    """How the occluded second view of each image is made (``methods.dpeformer.augment``, paper Table X).
 
-    mode: Literal["sam", "random_erasing", "cut_paste", "none"] = "sam"  # none: one view per image
-    p: float = 1.0  # probability that the second view is occluded (Alg. 1: every image)
+    ``sam``: an object of the occluder library pasted by Algorithm 1 (ROA); ``cut_paste``: the same objects'
+    whole bounding boxes from their photographs (the paper's Cut&Paste "with the same object instances");
+    ``random_erasing``: a box of noise (the released code's actual second view); ``none``: one view per image.
+    ``p`` is the probability that the view is occluded, for every mode; ``paste.p`` is the paste transform's
+    own probability, applied on top (keep it 1)."""
+
+    mode: Literal["sam", "random_erasing", "cut_paste", "none"] = "sam"
+    p: float = 1.0  # Alg. 1: every image of a batch gets an occluded copy
+    paste: PasteConfig = field(default_factory=_roa_paste)  # sam / cut_paste (occreid.occluders)
     erasing: CutPasteConfig = field(default_factory=_roa_erasing)  # random_erasing's boxes
 
     def __post_init__(self) -> None:
@@ -107,6 +121,9 @@ class AugmentConfig:
             raise OccreidError(f"augment.mode must be sam, random_erasing, cut_paste or none, got {self.mode!r}")
         if not 0.0 <= self.p <= 1.0:
             raise OccreidError(f"augment.p must be in [0, 1], got {self.p}")
+        if self.mode == "sam" and self.paste.shape != "mask":
+            raise OccreidError("augment.mode sam pastes the masked objects, but augment.paste.shape is "
+                               f"{self.paste.shape!r}", fix="use augment.mode cut_paste for their boxes")
 
 
 @dataclass
@@ -161,7 +178,10 @@ VARIANTS: dict[str, dict] = {
         "global_token": "first_patch", "global_bnneck": False, "neck_feat": "after",
         "memory": {"feature": "bn"},
         "id_weights": {"parts": 0.125, "pooled": 0.25, "global_feature": 1.0, "final": 0.25},
+        "augment": {"mode": "random_erasing"},  # its dataset never calls its SAM paste (both branches erase)
     },
+    # The released SAM paste (model/SAM.py, not wired into its data loader): four corners, always flipped.
+    "reference_paste": {"augment": {"paste": {"positions": "corners", "flip_p": 1.0}}},
 }
 
 
@@ -327,7 +347,15 @@ class DPEFormerMethod(ReIDMethod):
         sampler = PKBatchSampler([r.pid for r in records], cfg.ids_per_batch, cfg.images_per_id, seed=seed)
         return dataset, sampler
 
-    def paste_transform(self, mode: str) -> Callable:
-        """The PIL transform pasting occluder-library objects (``sam``) or their rectangles (``cut_paste``)."""
-        raise OccreidError(f"augment.mode '{mode}' needs the occluder library package (occreid.occluders)",
-                           fix="use augment.mode random_erasing or none")
+    def paste_transform(self, mode: str) -> OccluderPaste:
+        """The PIL transform pasting occluder-library objects (``sam``) or their bounding boxes (``cut_paste``)."""
+        if self.cfg.occluders is None:
+            raise OccreidError(f"augment.mode '{mode}' pastes objects of the occluder library, but "
+                               "methods.dpeformer.occluders is not set",
+                               fix="run `python -m stages.occluders` (the train stage then fills it with "
+                                   "data/occluders), or use augment.mode random_erasing or none")
+        paste = self.cfg.augment.paste
+        shape = "box" if mode == "cut_paste" else "mask"
+        if paste.shape != shape:
+            paste = dataclasses.replace(paste, shape=shape)
+        return OccluderPaste(OccluderLibrary.load(self.cfg.occluders), paste)
