@@ -46,7 +46,16 @@ def tiny(params: dict) -> dict:
     params["prompts"].update(epochs=2, warmup_epochs=1)
     params["saliency"]["overlay_images"] = 2
     params["spt"]["sheet_samples"] = 2
+    params["occluders"].update(max_images=3, sheet_objects=8)  # the ROA library (when a tiny row needs it)
     return params
+
+
+def tiny_needs_occluders() -> bool:
+    """Whether some tiny experiment's method trains with the occluder library (so the DAG builds it)."""
+    from stages.registry import needs
+
+    experiments = read_yaml(ROOT / "params.yaml")["experiments"]
+    return any("occluders" in needs(experiments[e]["method"]) for e in TINY_EXPERIMENTS if e in experiments)
 
 
 def project_copy(dest: Path, change=tiny) -> Path:

@@ -19,11 +19,12 @@ from dag_fixtures import project_copy, run
 from stages.params import read_yaml
 
 pytestmark = pytest.mark.slow
-from dag_fixtures import TINY_EXPERIMENTS, TINY_SPT_VARIANTS
+from dag_fixtures import TINY_EXPERIMENTS, TINY_SPT_VARIANTS, tiny_needs_occluders
 
 ALL_JOBS = sorted(["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", "tables"]
                   + [f"spt_sets@synthocc-{v}" for v in TINY_SPT_VARIANTS]
-                  + [f"{s}@{e}" for s in ("train", "evaluate") for e in TINY_EXPERIMENTS])
+                  + [f"{s}@{e}" for s in ("train", "evaluate") for e in TINY_EXPERIMENTS]
+                  + (["occluders"] if tiny_needs_occluders() else []))
 
 
 def ran(output: str) -> list[str]:
@@ -91,6 +92,9 @@ def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
     smk = project_copy(tmp_path / "smk")
     run(["snakemake", "-c2"], smk)
     assert files(smk / "data/prepared/synthocc") == files(dvc / "data/prepared/synthocc")
+    if tiny_needs_occluders():  # the ROA library: the same bytes from both engines
+        assert "contact_sheet.png" in files(dvc / "data/occluders")
+        assert files(smk / "data/occluders") == files(dvc / "data/occluders")
     assert results(smk) == expected
     for experiment in ("clipreid", "dpmpp", "dpmpp_alpha1_0p9"):  # the CLIP methods read prompts / partner tables
         assert results(smk, experiment)["train"] == results(dvc, experiment)["train"], experiment

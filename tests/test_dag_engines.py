@@ -165,6 +165,20 @@ def test_dvc_and_snakemake_agree_on_method_needs_and_test_datasets(tmp_path):
     assert snakemake_graph(repo) == (jobs, plan.edges())
 
 
+def test_dvc_and_snakemake_agree_on_a_no_fan_out_stage_a_method_needs(tmp_path, monkeypatch):
+    """The occluder library (built once, only when some method needs it): here the copy's vit needs it."""
+    monkeypatch.setattr(reg, "METHOD_NEEDS", {**reg.METHOD_NEEDS, "vit": ("occluders",)})
+    repo = stub_repo(tmp_path / "repo", TWO_DATASETS)
+    with open(repo / "stages" / "registry.py", "a") as f:
+        f.write('\nMETHOD_NEEDS["vit"] = ("occluders",)\n')
+    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], repo)
+    plan = reg.build_plan(read_yaml(repo / "params.yaml"))
+    jobs = {j.id for j in plan.jobs}
+    assert "occluders" in jobs and {("occluders", "train@vit"), ("occluders", "train@vit_market")} <= plan.edges()
+    assert dvc_graph(repo) == (jobs, plan.edges())
+    assert snakemake_graph(repo) == (jobs, plan.edges())
+
+
 def test_snakemake_lint_is_clean(dvc_repo):
     proc = run([str(BIN / "snakemake"), "--lint"], dvc_repo)
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr

@@ -61,7 +61,8 @@ def test_checkpoint_round_trip_and_a_mismatch_names_the_differences(tiny_checkpo
 
 def test_local_checkpoint_is_checked_against_its_sha256(tiny_checkpoint, tmp_path):
     good = sha(tiny_checkpoint)
-    assert checkpoint_path(SamConfig(model_type="vit_b", checkpoint=str(tiny_checkpoint), sha256=good)) == tiny_checkpoint
+    pinned = SamConfig(model_type="vit_b", checkpoint=str(tiny_checkpoint), sha256=good)
+    assert checkpoint_path(pinned) == tiny_checkpoint
     with pytest.raises(OccreidError, match="sha256 mismatch"):
         checkpoint_path(SamConfig(model_type="vit_b", checkpoint=str(tiny_checkpoint), sha256="0" * 64))
     with pytest.raises(OccreidError, match=f"its sha256 is {good}"):  # unpinned: the hash to paste

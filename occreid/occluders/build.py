@@ -60,7 +60,8 @@ def cut_object(rgb: np.ndarray, c: Candidate, max_side: int | None) -> Image.Ima
     return Image.merge("RGBA", (*crop.split(), alpha))
 
 
-def select_masks(candidates: list[Candidate], image_hw: tuple[int, int], f: FilterConfig) -> list[tuple[Candidate, dict]]:
+def select_masks(candidates: list[Candidate], image_hw: tuple[int, int],
+                 f: FilterConfig) -> list[tuple[Candidate, dict]]:
     """The candidates the filters keep, best first (score, then area, then position), at most ``max_per_image``."""
     kept = [(c, m) for c in candidates if passes(m := measure(c, image_hw), image_hw, f)]
     kept.sort(key=lambda cm: (-cm[1]["score"], -cm[1]["area"], cm[1]["bbox"][1], cm[1]["bbox"][0],
