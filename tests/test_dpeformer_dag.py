@@ -1,5 +1,6 @@
-"""``dvc repro`` on the demo's DPEFormer rows (shrunk to seconds): the occluder library is built once, every row
-trains with it and the DPEFormer table (paper Table X: how the occluded view is made) is rendered."""
+"""The DPEFormer rows in the DAG: DVC and Snakemake build the same graph for them (the occluder library once,
+before every dpeformer training), and ``dvc repro`` on the demo's Table X rows (shrunk to seconds) builds the
+library, trains the rows and renders their table."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import re
 
 import pytest
 
-from dag_fixtures import project_copy, run, tiny
+from dag_fixtures import ROOT, project_copy, run, tiny
+from stages import registry as reg
+from stages.params import read_yaml
+import test_dag_engines as engines
 
-pytestmark = pytest.mark.slow
 ROWS = ("dpeformer", "dpeformer_cut_paste", "dpeformer_random_erasing")
 
 
@@ -21,6 +24,18 @@ def dpeformer_only(params: dict) -> dict:
     return params
 
 
+def test_dvc_and_snakemake_build_the_same_graph_for_the_demo_rows(tmp_path):
+    demo = read_yaml(ROOT / "params.yaml")["experiments"]
+    rows = {k: v for k, v in demo.items() if k.startswith("dpeformer") or k in ("vit", "dpmpp")}
+    repo = engines.stub_repo(tmp_path / "repo", rows)
+    engines.run([str(engines.BIN / "dvc"), "init", "--no-scm", "-q"], repo)
+    plan = reg.build_plan(read_yaml(repo / "params.yaml"))
+    jobs = {j.id for j in plan.jobs}
+    assert {v for u, v in plan.edges() if u == "occluders"} == {f"train@{k}" for k in rows if k.startswith("dpeformer")}
+    assert engines.dvc_graph(repo) == (jobs, plan.edges()) == engines.snakemake_graph(repo)
+
+
+@pytest.mark.slow
 def test_dvc_repro_builds_the_library_trains_the_rows_and_renders_the_table(tmp_path):
     project = project_copy(tmp_path / "p", change=dpeformer_only)
     run(["dvc", "init", "--no-scm", "-q"], project)
