@@ -180,6 +180,8 @@ VARIANTS: dict[str, dict] = {
         "id_weights": {"parts": 0.125, "pooled": 0.25, "global_feature": 1.0, "final": 0.25},
         "augment": {"mode": "random_erasing"},  # its dataset never calls its SAM paste (both branches erase)
     },
+    # Kept tokens pooled in raster order (the paper does not say; the code pools them in similarity order).
+    "spatial_parts": {"selection": {"order": "spatial"}},
     # The released SAM paste (model/SAM.py, not wired into its data loader): four corners, always flipped.
     "reference_paste": {"augment": {"paste": {"positions": "corners", "flip_p": 1.0}}},
 }
