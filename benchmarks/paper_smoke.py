@@ -61,6 +61,8 @@ def smoke_preset(doc: dict, experiment: str | None = None) -> tuple[dict, str]:
                 doc[section]["dataset_backbones"] = {"synthocc": backbones[real]}
     if "prompts" in doc:
         doc["prompts"].update(epochs=1, warmup_epochs=0, num_workers=0, batch_size=8)
+    if "occluders" in doc:  # no SAM checkpoint can be downloaded here: the weight-free backend cuts the objects
+        doc["occluders"].update(backend="classical", image_max_side=256)
     return doc, name
 
 

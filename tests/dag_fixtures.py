@@ -24,7 +24,7 @@ COPY = ("stages", "occreid", "workflow", "Snakefile", "params.yaml", ".dvcignore
 
 # One per method, so every stage runs, plus the alpha1 sweep rows: their own partner tables (spt_sets variants)
 # and the sweep plot. No ablation rows.
-TINY_EXPERIMENTS = ("vit", "clipreid", "dpm", "dpmpp", "dpmpp_alpha1_0p5", "dpmpp_alpha1_0p9")
+TINY_EXPERIMENTS = ("vit", "clipreid", "dpm", "dpeformer", "dpmpp", "dpmpp_alpha1_0p5", "dpmpp_alpha1_0p9")
 TINY_SPT_VARIANTS = ("default", "alpha1-0p5", "alpha1-0p9")
 
 

@@ -55,13 +55,14 @@ def test_dag_lists_jobs_with_their_upstream(project, capsys):
 
 def demo_job_count() -> tuple[int, int]:
     """(experiments, jobs) of the demo params.yaml, counted from the file: 3 per-dataset jobs (prepare_data,
-    prompts, saliency), the default partner table + one per distinct ``spt`` override, train + evaluate per
-    experiment, tables."""
+    prompts, saliency), the default partner table + one per distinct ``spt`` override, the occluder library
+    when a dpeformer row needs it, train + evaluate per experiment, tables."""
     import yaml
 
     experiments = yaml.safe_load(open("params.yaml"))["experiments"].values()
     n_spt = 1 + len({str(e["overrides"]["spt"]) for e in experiments if (e.get("overrides") or {}).get("spt")})
-    return len(experiments), 3 + n_spt + 2 * len(experiments) + 1
+    n_occluders = int(any(e["method"] == "dpeformer" for e in experiments))
+    return len(experiments), 3 + n_spt + n_occluders + 2 * len(experiments) + 1
 
 
 def test_params_check_ok_and_error_exit_2(project, capsys):

@@ -67,10 +67,12 @@ def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
 
     saved = json.loads(torch.load(dvc / "data/train/dpmpp/model.pt", weights_only=True)["method_config"])
     assert saved["text_features"] is None and saved["spt_partners"] is None
+    saved = json.loads(torch.load(dvc / "data/train/dpeformer/model.pt", weights_only=True)["method_config"])
+    assert saved["occluders"] is None and (dvc / "data/occluders/manifest.json").is_file()
     run_config = json.loads(torch.load(dvc / "data/train/dpmpp_alpha1_0p9/model.pt", weights_only=True)["config"])
     assert run_config["spt"]["variant"] == "alpha1-0p9" and run_config["spt"]["alpha1"] == 0.9
     main_table = (dvc / "reports/tables/main.md").read_text()
-    assert all(label in main_table for label in ("CLIP-ReID", "DPM++", "ViT baseline"))
+    assert all(label in main_table for label in ("CLIP-ReID", "DPM++", "ViT baseline", "DPEFormer"))
     # the alpha1 sweep: each row's partner table is built with its value, and the plot has all three points
     for variant, alpha1 in (("default", 0.7), ("alpha1-0p5", 0.5), ("alpha1-0p9", 0.9)):
         assert json.loads((dvc / f"data/spt/synthocc/{variant}/spt.json").read_text())["config"]["alpha1"] == alpha1

@@ -21,7 +21,9 @@ def params_with(experiments: dict, datasets=("synthocc", "market1501"), methods=
     return {"datasets": {d: {} for d in datasets}, "methods": {m: {} for m in methods}, "experiments": experiments}
 
 
-DEMO_EXPERIMENTS = sorted(["clipreid", "dpm", "dpm_t3_baseline", "dpm_t3_dpm", "dpm_t3_dpm_hr", "dpm_t4_baseline_a",
+DEMO_DPEFORMER = ["dpeformer", "dpeformer_baseline_roa", "dpeformer_cut_paste", "dpeformer_no_dpsm", "dpeformer_no_fbm",
+                  "dpeformer_no_memory", "dpeformer_random_erasing"]
+DEMO_EXPERIMENTS = sorted(DEMO_DPEFORMER + ["clipreid", "dpm", "dpm_t3_baseline", "dpm_t3_dpm", "dpm_t3_dpm_hr", "dpm_t4_baseline_a",
                            "dpm_t4_dpm_a_a", "dpm_t4_dpm_s_s", "dpmpp", "dpmpp_alpha1_0p5", "dpmpp_alpha1_0p9",
                            "dpmpp_alpha2_0p3", "dpmpp_alpha2_0p7", "dpmpp_dpm_on_clip", "dpmpp_no_anchor",
                            "dpmpp_no_mask_guided", "dpmpp_no_spt", "vit"]
@@ -32,7 +34,7 @@ DEMO_SPT = [f"spt_sets@synthocc-{v}" for v in ("alpha1-0p5", "alpha1-0p9", "alph
 def test_demo_plan_jobs_edges_and_params_keys():
     plan = reg.build_plan(read_yaml(ROOT / "params.yaml"))
     assert [j.id for j in plan.jobs] == (
-        ["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", *DEMO_SPT]
+        ["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", *DEMO_SPT, "occluders"]
         + [f"train@{e}" for e in DEMO_EXPERIMENTS] + [f"evaluate@{e}" for e in DEMO_EXPERIMENTS] + ["tables"])
     edges = plan.edges()
     assert ("prompts@synthocc", "train@clipreid") in edges and ("spt_sets@synthocc-default", "train@dpmpp") in edges
@@ -43,6 +45,8 @@ def test_demo_plan_jobs_edges_and_params_keys():
     # a method depends only on the per-dataset stages it needs
     assert {u for u, v in edges if v == "train@vit"} == {"prepare_data@synthocc"}
     assert {u for u, v in edges if v == "train@dpm"} == {"prepare_data@synthocc"}
+    assert all({u for u, v in edges if v == f"train@{e}"} == {"prepare_data@synthocc", "occluders"}
+               for e in DEMO_DPEFORMER)  # one occluder library for every dpeformer row
     assert {u for u, v in edges if v == "train@clipreid"} == {"prepare_data@synthocc", "prompts@synthocc"}
     assert {u for u, v in edges if v == "train@dpmpp_no_spt"} == {"prepare_data@synthocc", "prompts@synthocc",
                                                                    "spt_sets@synthocc-default"}
@@ -131,7 +135,8 @@ def test_rendered_foreach_pads_need_slots_with_the_prepared_folder(with_prompts_
 
 def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
     doc = render_dvc.render(reg.build_plan(read_yaml(ROOT / "params.yaml")))
-    assert list(doc["stages"]) == ["prepare_data", "prompts", "saliency", "spt_sets", "train", "evaluate", "tables"]
+    assert list(doc["stages"]) == ["prepare_data", "prompts", "saliency", "spt_sets", "occluders", "train", "evaluate",
+                                   "tables"]
     assert doc["stages"]["prepare_data"]["foreach"] == ["synthocc"]
     assert doc["stages"]["prepare_data"]["do"]["params"] == ["datasets.${item}", "prepare_data"]
     outs = doc["stages"]["train"]["do"]["outs"]
@@ -152,6 +157,7 @@ def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
     assert spt["do"]["params"] == ["spt", "${item.spt_params}"]
     assert spt["do"]["outs"] == ["data/spt/${item.dataset}/${item.spt_variant}"]
     assert (train["vit"]["need1"], train["vit"]["need2"]) == ("data/prepared/synthocc", "data/prepared/synthocc")
+    assert (train["dpeformer"]["need1"], train["dpeformer"]["need2"]) == ("data/occluders", "data/prepared/synthocc")
 
 
 @pytest.mark.parametrize("override, name", [

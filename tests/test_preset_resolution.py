@@ -67,7 +67,7 @@ def _self_contained(path: Path) -> list[str]:
 
 def test_every_dpm_and_clipreid_preset_inherits_nothing():
     for path in PRESETS:
-        if path.stem.startswith(("dpm_", "clipreid_")):
+        if path.stem.startswith(("dpm_", "clipreid_", "dpeformer_")):
             doc = yaml.safe_load(path.read_text())
             assert _self_contained(path) == list(doc["experiments"]), path.name
 
@@ -126,7 +126,30 @@ CLIPREID_COMMON = {
     "prompts.warmup_epochs": 5, "prompts.n_ctx": 4, "prompts.temperature": 1.0, "prompts.normalize": False,
     "prompts.interpolation": "bilinear",
 }
+# DPEFormer: the paper's text (Sec. III, Algorithm 1, Sec. IV-B); where it is silent the presets take the released
+# code's values, which docs/DPEFORMER.md lists (not repeated here).
+DPEFORMER_COMMON = {
+    "methods.backbone.name": "vit_base_patch16_224", "methods.backbone.img_size": [256, 128],
+    "methods.backbone.stride": 16, "methods.backbone.sie": False, "methods.parts": 4, "methods.dpsm": True,
+    "methods.selection.proxy": "patch", "methods.selection.selection": "dynamic", "methods.selection.k_min": 48,
+    "methods.selection.split_rule": "paper", "methods.fbm": True, "methods.blending.style": "paper",
+    "methods.blending.subpart_dim": 16, "methods.blending.heads": 1, "methods.global_token": "cls",
+    "methods.memory_bank": True, "methods.memory.momentum": 0.2, "methods.memory.aug_weight": 0.3,
+    "methods.memory.aug_updates": False, "methods.memory.after_fbm": False, "methods.memory.weight": 1.0,
+    "methods.id_weights.parts": 1.0, "methods.id_weights.pooled": 1.0, "methods.id_weights.global_feature": 1.0,
+    "methods.id_weights.final": 1.0, "methods.neck_feat": "before", "methods.embed_feature": "final",
+    "methods.augment.mode": "sam", "methods.augment.p": 1.0, "methods.augment.paste.area": [0.5, 0.75],
+    "methods.augment.paste.tall_ratio": 2.0, "methods.augment.paste.positions": "paper",
+    "methods.augment.paste.flip_p": 0.5, "methods.augment.paste.shape": "mask",
+    "train.optimizer.name": "adam", "train.optimizer.lr": 1e-4, "train.optimizer.weight_decay": 1e-4,
+    "train.scheduler.name": "cosine", "train.epochs": 120, "train.ids_per_batch": 16, "train.images_per_id": 4,
+    "train.transforms.size": [256, 128],
+}
 REFERENCE = {
+    "dpeformer_occluded_duke": DPEFORMER_COMMON,
+    "dpeformer_occluded_reid": DPEFORMER_COMMON,
+    "dpeformer_market1501": DPEFORMER_COMMON,
+    "dpeformer_dukemtmc": DPEFORMER_COMMON,
     "dpm_occluded_duke": {**DPM_COMMON, "methods.backbone.stride": 11, "train.epochs": 150, "methods.arc_margin": 0.5,
                           "methods.w_hem": 0.1, "train.transforms.color_jitter": None},
     "dpm_dukemtmc": {**DPM_COMMON, "methods.backbone.stride": 12, "train.epochs": 150, "methods.arc_margin": 0.3,
@@ -145,7 +168,7 @@ def _at(tree: dict, dotted: str):
 
 
 def test_reference_table_covers_every_dpm_and_clipreid_preset():
-    assert set(REFERENCE) == {p.stem for p in PRESETS if p.stem.startswith(("dpm_", "clipreid_"))}
+    assert set(REFERENCE) == {p.stem for p in PRESETS if p.stem.startswith(("dpm_", "clipreid_", "dpeformer_"))}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))

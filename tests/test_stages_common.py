@@ -195,4 +195,4 @@ def test_params_yaml_lists_every_knob():
              for k in unset_fields(common.schema(ref), DEMO.get(name) or {}, name)]
     unset += [k for m in DEMO["methods"] for k in unset_fields(common.method_schema(m), DEMO["methods"][m], f"methods.{m}")]
     unset += unset_fields(SynthOccConfig, DEMO["datasets"]["synthocc"]["generator"], "datasets.synthocc.generator")
-    assert unset == ["train.seed", "methods.vit.backbone", "methods.dpm.backbone"]
+    assert unset == ["train.seed", "methods.vit.backbone", "methods.dpm.backbone", "methods.dpeformer.backbone"]

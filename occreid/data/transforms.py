@@ -69,8 +69,10 @@ def _to_normalized_tensor(cfg: TransformConfig) -> list[Callable]:
     ]
 
 
-def build_train_transform(cfg: TransformConfig) -> Callable:
-    """PIL image -> augmented, normalised float tensor [3, H, W]."""
+def train_transform_stages(cfg: TransformConfig) -> tuple[Callable, Callable, Callable | None]:
+    """The three stages of :func:`build_train_transform`: (PIL -> resized, flipped, cropped, jittered PIL;
+    PIL -> normalised tensor; random erasing of that tensor, or None when off). For a method that acts between
+    them (DPEFormer pastes occluders onto the augmented PIL image before the tensor conversion)."""
     size = tuple(cfg.size)
     ops: list[Callable] = [v2.Resize(size, interpolation=_INTERPOLATION[cfg.interpolation], antialias=True)]
     if cfg.flip_p > 0:
@@ -80,10 +82,16 @@ def build_train_transform(cfg: TransformConfig) -> Callable:
     if cfg.color_jitter is not None:
         b, c, s, h = cfg.color_jitter
         ops.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
-    ops += _to_normalized_tensor(cfg)
+    erasing = None
     if cfg.random_erasing_p > 0:
-        ops.append(RandomErasing(probability=cfg.random_erasing_p, mode=cfg.erasing_mode, max_count=1, device="cpu"))
-    return v2.Compose(ops)
+        erasing = RandomErasing(probability=cfg.random_erasing_p, mode=cfg.erasing_mode, max_count=1, device="cpu")
+    return v2.Compose(ops), v2.Compose(_to_normalized_tensor(cfg)), erasing
+
+
+def build_train_transform(cfg: TransformConfig) -> Callable:
+    """PIL image -> augmented, normalised float tensor [3, H, W]."""
+    geometric, to_tensor, erasing = train_transform_stages(cfg)
+    return v2.Compose([geometric, to_tensor] + ([erasing] if erasing is not None else []))
 
 
 def build_test_transform(cfg: TransformConfig) -> Callable:

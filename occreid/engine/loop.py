@@ -186,6 +186,8 @@ def fit(
             log.info("resuming epoch %d after iteration %d (%s)", progress.epoch, progress.iteration, ckpt_dir)
         else:
             log.info("resuming after epoch %d (%s)", state["epoch"], ckpt_dir)
+    else:
+        method.before_training(records, cfg)  # e.g. DPEFormer's memory bank initialisation
     start = len(history) + 1
 
     def save(progress: EpochProgress | None = None) -> Path | None:

@@ -79,6 +79,14 @@ class ReIDMethod(nn.Module):
         """
         return None
 
+    def before_training(self, records: Sequence[Record], cfg: TrainConfig) -> None:
+        """Called by :func:`occreid.engine.fit` once before the first epoch of a run that starts from scratch
+        (not when it resumes: what this computes must live in the state dict, which the checkpoint restores).
+
+        Default: nothing. DPEFormer initialises its memory bank with per-identity mean features here. It must
+        draw no random numbers from the global generators (the run's augmentation streams follow it).
+        """
+
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named, already weighted loss terms of one batch; their sum is minimised."""
         raise NotImplementedError

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from occreid.errors import OccreidError
 from occreid.models.adapters.clipreid import load_clipreid_checkpoint
+from occreid.models.adapters.dpeformer import load_dpeformer_checkpoint
 from occreid.models.adapters.dpm import load_dpm_checkpoint
 
-LOADERS = {"dpm": load_dpm_checkpoint, "clipreid": load_clipreid_checkpoint}
+LOADERS = {"dpm": load_dpm_checkpoint, "clipreid": load_clipreid_checkpoint, "dpeformer": load_dpeformer_checkpoint}
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
