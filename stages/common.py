@@ -213,19 +213,19 @@ def check_self_contained(plan: Any, source: str) -> None:
     for name, exp in plan.experiments.items():
         if exp.inherit != "defaults":
             continue
-        todo, seen = list(plan.job("train", name).deps), set()
+        todo, shared = list(plan.job("train", name).deps), {}
         while todo:
             job = plan.producer(todo.pop())
-            if job.id in seen:
-                continue
-            seen.add(job.id)
             todo += job.deps
             if job.stage.config and job.ctx.get("config") == job.stage.config:
-                raise OccreidError(
-                    f"experiment '{name}' inherits nothing from params.yaml (inherit: defaults), but {job.id} would "
-                    f"run with the shared '{job.stage.config}' section", path=source,
-                    fix=f"state {DATASET_STAGES}.{exp.dataset}.{job.stage.config} (the presets do), or use "
-                        "inherit: params")
+                shared[job.id] = job.stage.config
+        if shared:
+            jobs, sections = sorted(shared), sorted(set(shared.values()))
+            raise OccreidError(
+                f"experiment '{name}' inherits nothing from params.yaml (inherit: defaults), but {', '.join(jobs)} "
+                f"would run with the shared {', '.join(repr(s) for s in sections)} section(s)", path=source,
+                fix=f"state {' and '.join(f'{DATASET_STAGES}.{exp.dataset}.{s}' for s in sections)} (the presets "
+                    "do), or use inherit: params")
 
 
 INPUT_PATHS = ("text_features", "spt_partners")  # method inputs the train stage fills from the DAG
