@@ -24,7 +24,7 @@ from typing import Any, Callable, Literal, Mapping, TypeVar
 from occreid.errors import OccreidError, did_you_mean
 
 from .params import PARAMS_FILE, from_dict, merge, read_yaml
-from .registry import Job, build_plan, experiments_of
+from .registry import DATASET_STAGES, ORDER, STAGES, Job, build_plan, config_key, config_of, experiments_of
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ def validate(params: Mapping, source: str | Path = PARAMS_FILE) -> None:
 
 
 def _validate(params: Mapping, source: str) -> None:
-    known = {"seed", "datasets", "methods", "experiments", *SECTIONS}
+    known = {"seed", "datasets", "methods", "experiments", DATASET_STAGES, *SECTIONS}
     for key in params:
         if key not in known:
             raise OccreidError(f"unknown params key '{key}'", path=source, fix=did_you_mean(str(key), known))
@@ -129,6 +129,7 @@ def _validate(params: Mapping, source: str) -> None:
         raise OccreidError("'datasets' must be a mapping name → source", path=source)
     for name, entry in (params.get("datasets") or {}).items():
         dataset_settings(name, entry, params.get("prepare_data"), source)
+    check_dataset_stages(params, source)
     if not isinstance(params.get("methods") or {}, Mapping):
         raise OccreidError("'methods' must be a mapping name → switches", path=source)
     for name, entry in (params.get("methods") or {}).items():
@@ -143,13 +144,89 @@ def _validate(params: Mapping, source: str) -> None:
                 raise OccreidError(f"'{where}' must be a mapping", path=source)
         if spec.overrides.get("spt") is not None:
             check_variant_override(params, name, spec, source)
+        if spec.weights is not None:
+            check_weights(name, spec, source)
         resolved = resolve_sections(params, name, tuple(RESOLVED), source)
         check_method_inputs(params, name, spec, resolved["methods"], source)
         if spec.replicate_of is not None:
             check_replicate(params, name, spec, resolved["train"].seed, source)
-    for job in build_plan(params, source).jobs:
+    plan = build_plan(params, source)
+    for job in plan.jobs:
         for key in job.params:
             lookup(params, key, source)
+    check_self_contained(plan, source)
+
+
+def configurable_sections() -> tuple[str, ...]:
+    """The sections per-dataset stages read (``Stage.config``): what ``dataset_stages.<dataset>`` may hold."""
+    return tuple(dict.fromkeys(STAGES.get(n).config for n in ORDER if STAGES.get(n).config))
+
+
+def dataset_config(params: Mapping, section: str, dataset: str, source: str | Path = PARAMS_FILE) -> Any:
+    """The ``section`` settings of ``dataset``'s per-dataset job, as its dataclass: ``dataset_stages.<dataset>.
+    <section>`` on top of the code's defaults when the dataset has it, else the shared section."""
+    key = config_key(params, section, dataset)
+    return from_dict(schema(SECTIONS[section]), dict(config_of(params, section, dataset)), key=key, source=source)
+
+
+def check_dataset_stages(params: Mapping, source: str) -> None:
+    """``dataset_stages``: dataset → {section: settings} for known datasets and per-dataset sections, each valid
+    on its own (it inherits nothing from the shared section) and naming one backbone where the stage needs one."""
+    raw = params.get(DATASET_STAGES) or {}
+    if not isinstance(raw, Mapping):
+        raise OccreidError(f"'{DATASET_STAGES}' must be a mapping dataset → {{section: settings}}", path=source)
+    datasets, sections = params.get("datasets") or {}, configurable_sections()
+    for dataset, entry in raw.items():
+        where = f"{DATASET_STAGES}.{dataset}"
+        if dataset not in datasets:
+            raise OccreidError(f"'{where}' names a dataset with no entry under 'datasets'", path=source,
+                               fix=did_you_mean(str(dataset), datasets))
+        if not isinstance(entry, Mapping):
+            raise OccreidError(f"'{where}' must be a mapping of sections ({', '.join(sections)})", path=source)
+        for section in entry:
+            if section not in sections:
+                raise OccreidError(f"unknown params key '{where}.{section}'", path=source,
+                                   fix=did_you_mean(str(section), sections))
+            cfg = dataset_config(params, section, dataset, source)
+            if getattr(cfg, "dataset_backbones", None):
+                raise OccreidError(f"'{where}.{section}.dataset_backbones' is set: a dataset's own settings name "
+                                   "one backbone", path=source, fix=f"set {where}.{section}.backbone instead")
+            if hasattr(cfg, "backbone_of") and cfg.backbone is None:
+                raise OccreidError(f"'{where}.{section}' names no backbone (its settings start from the code's "
+                                   "defaults, not from the shared section)", path=source,
+                                   fix=f"set {where}.{section}.backbone to the backbone of the experiments "
+                                       f"training on {dataset}")
+
+
+def check_weights(name: str, spec: "ExperimentSpec", source: str) -> None:
+    """``weights:`` needs a method with an adapter for released checkpoints."""
+    from occreid.models.adapters.released import LOADERS
+
+    if spec.method not in LOADERS:
+        raise OccreidError(f"experiment '{name}' sets weights, but method '{spec.method}' has no adapter for "
+                           "released checkpoints", path=source,
+                           fix=f"weights: works for {', '.join(sorted(LOADERS))}; remove it to train the model")
+
+
+def check_self_contained(plan: Any, source: str) -> None:
+    """An ``inherit: defaults`` experiment takes nothing from the shared sections, its per-dataset inputs
+    included: every per-dataset job upstream of its training must read ``dataset_stages.<dataset>``."""
+    for name, exp in plan.experiments.items():
+        if exp.inherit != "defaults":
+            continue
+        todo, shared = list(plan.job("train", name).deps), {}
+        while todo:
+            job = plan.producer(todo.pop())
+            todo += job.deps
+            if job.stage.config and job.ctx.get("config") == job.stage.config:
+                shared[job.id] = job.stage.config
+        if shared:
+            jobs, sections = sorted(shared), sorted(set(shared.values()))
+            raise OccreidError(
+                f"experiment '{name}' inherits nothing from params.yaml (inherit: defaults), but {', '.join(jobs)} "
+                f"would run with the shared {', '.join(repr(s) for s in sections)} section(s)", path=source,
+                fix=f"state {' and '.join(f'{DATASET_STAGES}.{exp.dataset}.{s}' for s in sections)} (the presets "
+                    "do), or use inherit: params")
 
 
 INPUT_PATHS = ("text_features", "spt_partners", "occluders")  # method inputs the train stage fills from the DAG
@@ -171,21 +248,25 @@ def check_method_inputs(params: Mapping, name: str, spec: ExperimentSpec, cfg: A
 
     from .registry import needs
 
+    if spec.weights is not None:  # a released model: no per-dataset output is read (stages/registry.py)
+        return
     mine = dataclasses.asdict(cfg.backbone) if hasattr(cfg, "backbone") else {}
     for stage in needs(spec.method):
         section = NEED_SECTIONS.get(stage)
         if section is None:
             continue
-        theirs = dataclasses.asdict(from_dict(schema(SECTIONS[section]), params.get(section), key=section,
-                                              source=source).backbone_of(spec.dataset))
+        key = config_key(params, section, spec.dataset)
+        theirs = dataclasses.asdict(dataset_config(params, section, spec.dataset, source).backbone_of(spec.dataset))
         diff = [k for k in MATCHING_KEYS if mine.get(k) != theirs.get(k)]
         if diff:
-            detail = ", ".join(f"{k}: {section} {theirs[k]!r} vs experiment {mine.get(k)!r}" for k in diff)
+            detail = ", ".join(f"{k}: {key} {theirs[k]!r} vs experiment {mine.get(k)!r}" for k in diff)
+            where = (f"{key}.backbone" if key != section else
+                     f"{section}.dataset_backbones.{spec.dataset} (or {section}.backbone)")
             raise OccreidError(
                 f"experiment '{name}' ({spec.method} on {spec.dataset}) uses another backbone than the {section} "
                 f"stage runs for {spec.dataset} ({detail})", path=source,
-                fix=f"set {section}.dataset_backbones.{spec.dataset} (or {section}.backbone) to the experiment's "
-                    f"backbone: one {stage} output per dataset serves every experiment training on it")
+                fix=f"set {where} to the experiment's backbone: one {stage} output per dataset serves every "
+                    "experiment training on it")
 
 
 def check_variant_override(params: Mapping, name: str, spec: ExperimentSpec, source: str) -> None:
@@ -197,7 +278,8 @@ def check_variant_override(params: Mapping, name: str, spec: ExperimentSpec, sou
         users = sorted(m for m in (params.get("methods") or {}) if "spt" in method_variant_sections(m))
         raise OccreidError(f"'{where}' has no effect: method '{spec.method}' trains without SPT partner tables",
                            path=source, fix=f"remove it (partner tables are used by: {', '.join(users) or 'no method'})")
-    from_dict(schema(SECTIONS["spt"]), merge(params.get("spt") or {}, spec.overrides["spt"]), key=where, source=source)
+    base = config_of(params, "spt", spec.dataset)
+    from_dict(schema(SECTIONS["spt"]), merge(dict(base), spec.overrides["spt"]), key=where, source=source)
 
 
 def _without_seed(overrides: Mapping) -> dict:
@@ -236,10 +318,12 @@ def check_replicate(params: Mapping, name: str, spec: ExperimentSpec, seed: int,
 
 
 def spt_section(params: "StageParams") -> Any:
-    """The resolved ``spt`` section of an spt_sets job: the base section with its variant's override."""
-    tracked = params.job.ctx.get("spt_params", "spt")
-    raw = params.get("spt", {}) or {}
-    if tracked != "spt":
+    """The resolved ``spt`` section of an spt_sets job: the dataset's section (``{config}``) with its variant's
+    override."""
+    base = params.job.ctx.get("config", "spt")
+    tracked = params.job.ctx.get("spt_params", base)
+    raw = params.get(base, {}) or {}
+    if tracked != base:
         raw = merge(raw, params.get(tracked) or {})
     return from_dict(schema(SECTIONS["spt"]), raw, key=tracked, source=params.source)
 
@@ -333,12 +417,19 @@ class StageParams:
 
     def experiment(self, name: str, sections) -> dict:
         """The experiment's resolved sections (see :func:`resolve_sections`); every params key they are
-        made of must be declared by the stage."""
-        method = self.get(f"experiments.{name}")["method"]
-        for section in sections:
-            for dotted in RESOLVED[section]:
-                self.get(dotted.format(method=method))
+        made of must be declared by the stage (for ``inherit: defaults``: its own entry only)."""
+        entry = self.get(f"experiments.{name}")
+        if (entry.get("inherit") or "params") == "params":
+            for section in sections:
+                for dotted in RESOLVED[section]:
+                    self.get(dotted.format(method=entry["method"]))
         return resolve_sections(self._params, name, sections, self.source)
+
+    def dataset_section(self, cls: type[T]) -> T:
+        """The section configuring this per-dataset job (``prompts``, or ``dataset_stages.<dataset>.prompts``:
+        stages/registry.py "Per-dataset sections"), built into ``cls``."""
+        key = self.job.ctx["config"]
+        return from_dict(cls, self.get(key, {}), key=key, source=self.source)
 
 
 def load(stage: str, key: str | None = None, path: str | Path = PARAMS_FILE, *, check: bool = True) -> StageParams:

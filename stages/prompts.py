@@ -1,7 +1,8 @@
 """Stage ``prompts`` (CLIP-ReID stage 1): ``python -m stages.prompts --dataset NAME [--params params.yaml]``.
 
-Reads ``prompts`` (a :class:`~occreid.prompts.PromptsConfig`, through the declared-keys gate of
-:mod:`stages.common`) — its ``backbone`` (or ``dataset_backbones.NAME``) is the frozen CLIP image encoder,
+Reads ``prompts`` — or ``dataset_stages.NAME.prompts`` when the dataset has its own settings (stages/registry.py
+"Per-dataset sections") — as a :class:`~occreid.prompts.PromptsConfig` through the declared-keys gate of
+:mod:`stages.common`: its ``backbone`` (or ``dataset_backbones.NAME``) is the frozen CLIP image encoder,
 which must be the one the ``clipreid``/``dpmpp`` experiments training on NAME use (params validation checks
 it; the methods check ``meta.json`` again) — loads the prepared training split of NAME from
 ``data/prepared/NAME``, learns one prompt per identity on frozen CLIP image features and writes
@@ -40,7 +41,7 @@ def load_params(dataset: str, path: str | Path = PARAMS_FILE) -> tuple[PromptsCo
     """The typed ``prompts`` section and the CLIP backbone it names for ``dataset`` (after validating the
     whole params file)."""
     params = common.load("prompts", dataset, path)
-    cfg = params.section(PromptsConfig, "prompts")
+    cfg = params.dataset_section(PromptsConfig)  # prompts, or the dataset's own dataset_stages.NAME.prompts
     model = cfg.backbone_of(dataset)
     if model.name not in BACKBONES or BACKBONES.get(model.name).family != "clip":
         raise OccreidError(

@@ -26,6 +26,18 @@ what lets an α1/α2 sweep (SPT's partner-table thresholds) be a list of experim
 while experiments with the same setting share one partner table. The variant's instance tracks the base
 section and the override of one experiment that uses it (the first by name): exact, since all of them
 override the section identically up to keys equal to the base.
+
+*Per-dataset sections.* A per-dataset stage reads one params section (``Stage.config``: ``prompts``,
+``saliency``, ``spt``). A dataset with an entry ``dataset_stages.<dataset>.<section>`` is configured by that
+entry alone on top of the code's defaults (the papers' presets state their datasets' stage settings there),
+every other dataset by the shared section (the demo). A job tracks exactly the key it reads (``{config}``).
+
+*What an experiment inherits.* An experiment with ``inherit: params`` (the default) resolves from the shared
+``seed`` / ``model`` / ``train`` / ``methods.<method>`` / ``evaluate`` sections and tracks them; one with
+``inherit: defaults`` reads only its own entry, so its jobs track only ``experiments.<name>`` (the item fields
+``seed_params`` ... ``evaluate_params`` say which). An experiment with ``weights:`` imports a released model
+instead of training: its train job needs none of the per-dataset stages of its method (the checkpoint holds
+what they would make).
 """
 
 from __future__ import annotations
@@ -84,6 +96,7 @@ class Stage:
     resources: Resources = field(default_factory=Resources)
     method_needs: bool = False  # also depends on the per-dataset stages its method needs (METHOD_NEEDS)
     variants: str | None = None  # per-dataset stage: the section whose overrides make instances (see top)
+    config: str | None = None  # per-dataset stage: the params section configuring it (see "Per-dataset sections")
 
     def wildcards(self) -> tuple[str, ...]:
         """The placeholders that tell this stage's jobs apart (Snakemake's wildcards; DVC's item fields)."""
@@ -127,7 +140,8 @@ declare(Stage(
     deps=("data/prepared/{dataset}",),
     code=("stages/prompts.py", "occreid/prompts", "occreid/models"),
     outs=(Out("data/prompts/{dataset}", directory=True),),
-    params=("prompts",),  # its CLIP backbone is prompts.backbone / prompts.dataset_backbones.<dataset>
+    params=("{config}",),  # prompts (or dataset_stages.<dataset>.prompts), whose backbone is the CLIP encoder
+    config="prompts",
     resources=Resources(cpus=4, mem_mb=16000, gpus=1, runtime=120),
 ))
 
@@ -139,8 +153,9 @@ declare(Stage(
     deps=("data/prepared/{dataset}",),
     code=("stages/saliency.py", "occreid/saliency", "occreid/models"),
     outs=(Out("data/saliency/{dataset}", directory=True),),
-    params=("saliency",),
+    params=("{config}",),
     resources=Resources(cpus=4, mem_mb=8000, gpus=1, runtime=60),
+    config="saliency",
 ))
 
 # SPT partner tables (OIoU) from the saliency masks (dpmpp's saliency-guided patch transfer).
@@ -151,9 +166,10 @@ declare(Stage(
     deps=("data/prepared/{dataset}", "data/saliency/{dataset}"),
     code=("stages/spt_sets.py", "occreid/augment", "occreid/saliency"),
     outs=(Out("data/spt/{dataset}/{spt_variant}", directory=True),),
-    params=("spt", "{spt_params}"),  # {spt_params}: "spt" again for the default variant
+    params=("{config}", "{spt_params}"),  # {spt_params}: {config} again for the default variant
     resources=Resources(cpus=2, mem_mb=8000, runtime=60),
     variants="spt",  # experiments may override `spt` (α1/α2 sweeps): one partner table per setting
+    config="spt",
 ))
 
 # DPEFormer's realistic occlusion augmentation: the object library (SAM masks of natural photographs), built
@@ -181,7 +197,7 @@ declare(Stage(
         Out("data/train/{experiment}/train_metrics.json", cache=False, metric=True),
         Out("data/train/{experiment}/checkpoints", directory=True, persist=True, cache=False),
     ),
-    params=("seed", "model", "train", "methods.{method}", "experiments.{experiment}"),
+    params=("{seed_params}", "{model_params}", "{train_params}", "{method_params}", "experiments.{experiment}"),
     side_params=("tracking",),
     resources=Resources(cpus=8, mem_mb=32000, gpus=1, runtime=720),  # ViT-B/CLIP-B, 120 epochs on one GPU
     method_needs=True,
@@ -197,7 +213,7 @@ declare(Stage(
         Out("reports/eval/{experiment}/metrics.json", cache=False, metric=True),
         Out("reports/eval/{experiment}/ranks.npz"),
     ),
-    params=("evaluate", "experiments.{experiment}"),  # the model and its input size come from model.pt
+    params=("{evaluate_params}", "experiments.{experiment}"),  # the model and its input size come from model.pt
     side_params=("tracking",),
     resources=Resources(cpus=4, mem_mb=16000, gpus=1, runtime=60),
 ))
@@ -302,10 +318,24 @@ class Experiment:
     method: str
     test_dataset: str = ""  # "" = dataset
     variants: Mapping[str, str] = field(default_factory=dict)  # section → variant name (absent: default)
+    inherit: str = "params"  # "params" | "defaults" (stages.common.ExperimentSpec.inherit)
+    imported: bool = False  # weights: a released model is imported, nothing is trained
 
     def __post_init__(self) -> None:
         if not self.test_dataset:
             object.__setattr__(self, "test_dataset", self.dataset)
+
+    def inherited_keys(self) -> dict[str, str]:
+        """``<name>_params`` → the params key each inherited section is tracked at: the shared section, or
+        for ``inherit: defaults`` the experiment's own entry (it reads nothing else)."""
+        shared = {"seed": "seed", "model": "model", "train": "train", "method": f"methods.{self.method}",
+                  "evaluate": "evaluate"}
+        own = f"experiments.{self.name}"
+        return {f"{k}_params": (v if self.inherit == "params" else own) for k, v in shared.items()}
+
+    def need_paths(self) -> list[str]:
+        """The per-dataset outputs its train job reads: none for an imported model."""
+        return [] if self.imported else need_paths(self.method, self.dataset, self.variants)
 
     def variant(self, section: str) -> str:
         return self.variants.get(section, DEFAULT_VARIANT)
@@ -316,16 +346,35 @@ class Experiment:
         ctx = {"experiment": self.name, "dataset": self.dataset, "method": self.method,
                "test_dataset": self.test_dataset}
         ctx.update({f"{s}_variant": self.variant(s) for s in variant_sections()})
+        ctx.update(self.inherited_keys())
         return ctx
 
 
 EXPERIMENT_KEYS = ("dataset", "test_dataset", "method", "overrides", "replicate_of", "inherit", "weights", "weights_sha256")
 
 
+DATASET_STAGES = "dataset_stages"  # params: dataset → section → that dataset's own stage settings
+
+
+def config_key(params: Mapping, section: str, dataset: str) -> str:
+    """The params key a per-dataset stage reads ``section`` from for ``dataset`` (see "Per-dataset sections")."""
+    own = (params.get(DATASET_STAGES) or {}).get(dataset)
+    return f"{DATASET_STAGES}.{dataset}.{section}" if isinstance(own, Mapping) and section in own else section
+
+
+def config_of(params: Mapping, section: str, dataset: str) -> Mapping:
+    """The raw settings at :func:`config_key` (``{}`` when absent)."""
+    node: object = params
+    for part in config_key(params, section, dataset).split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else {}
+
+
 def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Experiment]:
     """Read ``experiments`` (name → {dataset, method, test_dataset, overrides}) with the checks the DAG needs:
-    names are safe, each (test) dataset has a ``datasets`` entry and each method a ``methods`` section (DVC
-    tracks ``methods.<method>`` and ``datasets.<dataset>`` by name, so they must exist)."""
+    names are safe, each (test) dataset has a ``datasets`` entry and each method of an ``inherit: params``
+    experiment a ``methods`` section (DVC tracks ``methods.<method>`` and ``datasets.<dataset>`` by name, so
+    they must exist)."""
     exps = params.get("experiments")
     if not isinstance(exps, Mapping) or not exps:
         raise OccreidError("'experiments' must be a non-empty mapping name → {dataset, method, overrides}",
@@ -354,21 +403,23 @@ def experiments_of(params: Mapping, source: str = "params.yaml") -> dict[str, Ex
             if not NAME_RE.match(str(value)):
                 raise OccreidError(f"dataset name {value!r} may use only letters, digits, '_' and '-'",
                                    path=source)
-        if spec["method"] not in methods:
+        inherit = spec.get("inherit") or "params"
+        if spec["method"] not in methods and inherit == "params":
             raise OccreidError(f"'{where}.method' = {spec['method']!r} has no section under 'methods'",
                                path=source, fix=f"add '{spec['method']}: {{}}' under 'methods', or "
                                                 + did_you_mean(str(spec["method"]), methods))
         overrides = {} if spec.get("overrides") is None else spec["overrides"]
         if not isinstance(overrides, Mapping):
             raise OccreidError(f"'{where}.overrides' must be a mapping of sections", path=source)
+        imported = bool(spec.get("weights"))
         variants = {}
         for section in variant_sections():
             override = overrides.get(section)
             if override is not None and not isinstance(override, Mapping):
                 raise OccreidError(f"'{where}.overrides.{section}' must be a mapping", path=source)
-            if override and section in method_variant_sections(spec["method"]):
-                variants[section] = variant_name(override, params.get(section))
-        out[name] = Experiment(name, spec["dataset"], spec["method"], test, variants)
+            if override and section in method_variant_sections(spec["method"]) and not imported:
+                variants[section] = variant_name(override, config_of(params, section, spec["dataset"]))
+        out[name] = Experiment(name, spec["dataset"], spec["method"], test, variants, str(inherit), imported)
     return out
 
 
@@ -452,7 +503,7 @@ def _deps(stage: Stage, ctx: Mapping[str, str], exps: Mapping[str, Experiment]) 
         else:
             paths += [fill(template, {**e.ctx, **ctx}) for e in exps.values()]
     if stage.method_needs:
-        paths += need_paths(ctx["method"], ctx["dataset"], exps[ctx["experiment"]].variants)
+        paths += exps[ctx["experiment"]].need_paths()
     return sorted(set(paths))
 
 
@@ -471,16 +522,19 @@ def need_context(dataset: str, variants: Mapping[str, str] | None = None) -> dic
 def dataset_job_contexts(stage: Stage, params: Mapping, exps: Mapping[str, Experiment]) -> list[dict[str, str]]:
     """Every job context a per-dataset stage could have: one per dataset, and for a stage with variants one
     per (dataset, variant) that an experiment training on it uses, plus the default. ``<section>_params``
-    is the params key the variant's override is tracked at (the section itself for the default)."""
+    is the params key the variant's override is tracked at (the dataset's section itself for the default);
+    ``config`` the key of the section configuring the job (:func:`config_key`)."""
     datasets = list(params.get("datasets") or {})
+    config = {d: {"config": config_key(params, stage.config, d)} if stage.config else {} for d in datasets}
     if not stage.variants:
-        return [{"dataset": d} for d in datasets]
+        return [{"dataset": d, **config[d]} for d in datasets]
     section = stage.variants
-    tracked: dict[tuple[str, str], str] = {(d, DEFAULT_VARIANT): section for d in datasets}
+    tracked: dict[tuple[str, str], str] = {(d, DEFAULT_VARIANT): config_key(params, section, d) for d in datasets}
     for e in sorted(exps.values(), key=lambda e: e.name):
         v = e.variant(section)
         tracked.setdefault((e.dataset, v), f"experiments.{e.name}.overrides.{section}")
-    return [{"dataset": d, f"{section}_variant": v, f"{section}_params": key} for (d, v), key in tracked.items()]
+    return [{"dataset": d, f"{section}_variant": v, f"{section}_params": key, **config[d]}
+            for (d, v), key in tracked.items()]
 
 
 def build_plan(params: Mapping, source: str = "params.yaml") -> Plan:

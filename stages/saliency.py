@@ -1,6 +1,7 @@
 """Stage ``saliency``: ``python -m stages.saliency --dataset NAME [--params params.yaml] [--device auto]``.
 
-Reads ``saliency`` (a :class:`~occreid.saliency.SaliencyConfig`: backend classical | attention | sps, image
+Reads ``saliency`` — or ``dataset_stages.NAME.saliency`` when the dataset has its own settings — (a
+:class:`~occreid.saliency.SaliencyConfig`: backend classical | attention | sps, image
 size, grid, backend knobs, and ``backbone`` / ``dataset_backbones.NAME``: the backbone whose patch grid the
 maps live on and which the attention/sps backends run — the one of the dpmpp experiments training on NAME)
 through the declared-keys gate of :mod:`stages.common`, computes the per-patch saliency of the
@@ -35,7 +36,7 @@ OUT = Path("data/saliency")
 def load_params(dataset: str, path: str | Path = PARAMS_FILE) -> tuple[SaliencyConfig, BackboneConfig]:
     """The typed ``saliency`` section and the backbone it names for ``dataset`` (after validating the whole
     params file)."""
-    cfg = common.load("saliency", dataset, path).section(SaliencyConfig, "saliency")
+    cfg = common.load("saliency", dataset, path).dataset_section(SaliencyConfig)  # or dataset_stages.NAME.saliency
     return cfg, cfg.backbone_of(dataset)
 
 

@@ -1,6 +1,7 @@
 """Stage ``spt_sets``: ``python -m stages.spt_sets --dataset NAME [--params params.yaml]``.
 
-Reads ``spt`` (an :class:`~occreid.augment.SptConfig`: binarising threshold, OIoU threshold α1, rolling
+Reads ``spt`` — or ``dataset_stages.NAME.spt`` when the dataset has its own settings — (an
+:class:`~occreid.augment.SptConfig`: binarising threshold, OIoU threshold α1, rolling
 threshold α2, max_roll, candidates, seed; through the declared-keys gate of :mod:`stages.common`), the saliency of ``data/saliency/NAME/saliency.npz`` and the
 training split of ``data/prepared/NAME``; binarises the maps into person masks, builds the OIoU partner
 table and writes ``data/spt/NAME/VARIANT/`` (``--variant``: ``default`` is the ``spt`` section as it is;
@@ -37,8 +38,9 @@ OUT = Path("data/spt")
 
 
 def load_params(dataset: str, variant: str = DEFAULT_VARIANT, path: str | Path = PARAMS_FILE) -> SptConfig:
-    """The typed ``spt`` section of one variant (after validating the whole params file): the base section,
-    with the override of the experiments that use ``variant`` (stages/registry.py "Variants")."""
+    """The typed ``spt`` section of one variant (after validating the whole params file): the dataset's section
+    (``spt`` or ``dataset_stages.NAME.spt``), with the override of the experiments that use ``variant``
+    (stages/registry.py "Variants")."""
     params = common.load("spt_sets", STAGES.get("spt_sets").key_of({"dataset": dataset, "spt_variant": variant}), path)
     return common.spt_section(params)
 

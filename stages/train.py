@@ -118,7 +118,10 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     dataset, method_name = spec["dataset"], spec["method"]
     resolved = params.experiment(experiment, ("methods", "train"))
     variants = {s: params.job.ctx[f"{s}_variant"] for s in variant_sections()}
-    method_cfg = with_inputs(resolved["methods"], dataset, variants)
+    weights = spec.get("weights")
+    # A released model carries what the per-dataset stages would make (CLIP-ReID's prompts: the adapter
+    # recomputes the text features), so it is built without their outputs, which its job does not depend on.
+    method_cfg = resolved["methods"] if weights else with_inputs(resolved["methods"], dataset, variants)
     train_cfg = resolved["train"]
     tracking = params.section(TrackingConfig, "tracking")
     relaunch_under_torchrun(train_cfg.distributed, experiment, params_path)
@@ -134,7 +137,6 @@ def train(experiment: str, params_path: str | Path = PARAMS_FILE) -> Path:
     config.update(partner_table_config(method_cfg))
     out = OUT / experiment
     start = time.perf_counter()
-    weights = spec.get("weights")
     if weights:
         config["weights"] = {"file": str(weights)}
     with start_run(experiment, "train", uri=tracking_uri(tracking.uri),

@@ -124,13 +124,15 @@ def test_rendered_foreach_pads_need_slots_with_the_prepared_folder(with_prompts_
         "c": {"dataset": "market1501", "method": "clip"},
     }, methods=("vit", "clip")))
     train = render_dvc.render(plan)["stages"]["train"]
+    inherited = {"seed_params": "seed", "model_params": "model", "train_params": "train"}
     assert train["foreach"] == {
-        "c": {"dataset": "market1501", "test_dataset": "market1501", "method": "clip",
-              "need1": "data/prompts/market1501"},
-        "v": {"dataset": "synthocc", "test_dataset": "synthocc", "method": "vit", "need1": "data/prepared/synthocc"},
+        "c": {"dataset": "market1501", "test_dataset": "market1501", "method": "clip", **inherited,
+              "method_params": "methods.clip", "need1": "data/prompts/market1501"},
+        "v": {"dataset": "synthocc", "test_dataset": "synthocc", "method": "vit", **inherited,
+              "method_params": "methods.vit", "need1": "data/prepared/synthocc"},
     }
     assert train["do"]["deps"][:2] == ["data/prepared/${item.dataset}", "${item.need1}"]
-    assert "methods.${item.method}" in train["do"]["params"]
+    assert "${item.method_params}" in train["do"]["params"]
 
 
 def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
@@ -152,9 +154,11 @@ def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
     assert (train["dpmpp"]["need1"], train["dpmpp"]["need2"]) == ("data/prompts/synthocc", "data/spt/synthocc/default")
     assert train["dpmpp_alpha1_0p9"]["need2"] == "data/spt/synthocc/alpha1-0p9"
     spt = doc["stages"]["spt_sets"]
-    assert spt["foreach"]["synthocc-default"] == {"dataset": "synthocc", "spt_variant": "default", "spt_params": "spt"}
+    assert spt["foreach"]["synthocc-default"] == {"dataset": "synthocc", "spt_variant": "default", "spt_params": "spt",
+                                                  "config": "spt"}
     assert spt["foreach"]["synthocc-alpha1-0p5"]["spt_params"] == "experiments.dpmpp_alpha1_0p5.overrides.spt"
-    assert spt["do"]["params"] == ["spt", "${item.spt_params}"]
+    assert spt["do"]["params"] == ["${item.config}", "${item.spt_params}"]
+    assert doc["stages"]["prompts"]["foreach"] == {"synthocc": {"dataset": "synthocc", "config": "prompts"}}
     assert spt["do"]["outs"] == ["data/spt/${item.dataset}/${item.spt_variant}"]
     assert (train["vit"]["need1"], train["vit"]["need2"]) == ("data/prepared/synthocc", "data/prepared/synthocc")
     assert (train["dpeformer"]["need1"], train["dpeformer"]["need2"]) == ("data/occluders", "data/prepared/synthocc")

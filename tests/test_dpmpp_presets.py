@@ -1,5 +1,5 @@
-"""workflow/presets/dpmpp_*.yaml: each deep-merges into params.yaml and resolves to valid configs, the shared
-sections agree across presets, and the ablation preset lists exactly the method's ablation rows."""
+"""workflow/presets/dpmpp_*.yaml: each deep-merges into params.yaml and resolves to valid configs, the settings they
+share agree across presets, and the ablation preset is generated from the method's ablation rows (and is fresh)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import yaml
 from occreid.augment.config import SptConfig
 from occreid.config import from_dict, merge, read_yaml
 from occreid.methods.dpmpp import ABLATIONS, VARIANTS, DPMPPConfig, sweep_overrides
+from occreid.presets import render_ablation_preset
 from stages.common import StageParams, resolve_sections, spt_section
 from stages.registry import build_plan
 
@@ -33,12 +34,35 @@ def resolved(preset: dict) -> dict[str, dict]:
             for name in preset["experiments"]}
 
 
-def test_one_preset_per_dataset_and_shared_sections_agree():
+# What a DPM++ preset may set differently from the Occluded-Duke one: DPM's per-dataset choices.
+PER_DATASET = {"dataset", "test_dataset", "arc_margin", "w_hem", "color_jitter"}
+
+
+def _without(tree, keys):
+    if isinstance(tree, dict):
+        return {k: _without(v, keys) for k, v in tree.items() if k not in keys}
+    return tree
+
+
+def test_one_preset_per_dataset_and_shared_settings_agree():
     names = {p.stem for p in PRESETS}
     assert {f"dpmpp_{d}" for d in DATASET_PRESETS} <= names
-    presets = [load(p) for p in PRESETS]
-    assert all(p["methods"] == presets[0]["methods"] and p["spt"] == presets[0]["spt"] for p in presets)
-    from_dict(SptConfig, presets[0]["spt"], key="spt")  # a valid spt section
+    # every preset that trains on a dataset (CLIP-ReID's too) states the same per-dataset stage settings for it
+    stages: dict[str, dict] = {}
+    for path in sorted((ROOT / "workflow" / "presets").glob("*.yaml")):
+        for dataset, sections in (load(path).get("dataset_stages") or {}).items():
+            for section, value in sections.items():
+                assert stages.setdefault((dataset, section), value) == value, (path.name, dataset, section)
+    for d in ("occluded_duke", "market1501", "dukemtmc"):
+        assert {s for ds, s in stages if ds == d} == {"prompts", "saliency", "spt"}
+        from_dict(SptConfig, stages[(d, "spt")], key="spt")  # a valid spt section
+        for section in ("prompts", "saliency", "spt"):  # one recipe, whatever the dataset
+            assert stages[(d, section)] == stages[("occluded_duke", section)], (d, section)
+    # the experiments differ only in DPM's per-dataset choices
+    main = load(ROOT / "workflow" / "presets" / "dpmpp_occluded_duke.yaml")["experiments"]["dpmpp_occluded_duke"]
+    for d in DATASET_PRESETS:
+        (entry,) = load(ROOT / "workflow" / "presets" / f"dpmpp_{d}.yaml")["experiments"].values()
+        assert _without(entry, PER_DATASET) == _without(main, PER_DATASET), d
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
@@ -79,13 +103,22 @@ def test_ablation_preset_rows_are_the_methods_rows():
         name = f"dpmpp_occluded_duke_{row}"
         assert got[name]["methods"] == main["methods"] and got[name]["train"] == main["train"]
         assert preset["experiments"][name]["overrides"]["spt"] == over["spt"]
-        # its partner table is built with exactly the swept value, the rest of the preset's spt section
+        # its partner table is built with exactly the swept value, the rest of the dataset's own spt settings
         variant = plan.experiments[name].variant("spt")
         job = plan.job("spt_sets", f"occluded_duke-{variant}")
         assert f"data/spt/occluded_duke/{variant}" in plan.job("train", name).deps
         cfg = spt_section(StageParams(params, job))
-        assert cfg == from_dict(SptConfig, merge(preset["spt"], over["spt"]))
+        assert cfg == from_dict(SptConfig, merge(preset["dataset_stages"]["occluded_duke"]["spt"], over["spt"]))
     # the default values share the default table; every other value has its own
     variants = {plan.experiments[f"dpmpp_occluded_duke_{row}"].variant("spt") for row in spt_rows}
     assert variants == {"default", "alpha1-0p5", "alpha1-0p6", "alpha1-0p8", "alpha1-0p9",
                         "alpha2-0p3", "alpha2-0p4", "alpha2-0p6", "alpha2-0p7"}
+
+
+def test_ablation_preset_is_generated_from_the_main_preset_and_the_rows():
+    """`python scripts/render_ablation_preset.py` wrote the file from what it is now (else: re-run it)."""
+    path = ROOT / "workflow" / "presets" / "dpmpp_occluded_duke_ablations.yaml"
+    assert path.read_text(encoding="utf-8") == render_ablation_preset(ROOT / "workflow" / "presets")
+    main = load(ROOT / "workflow" / "presets" / "dpmpp_occluded_duke.yaml")
+    preset = load(path)
+    assert preset["dataset_stages"] == main["dataset_stages"] and preset["datasets"] == main["datasets"]

@@ -68,7 +68,8 @@ def test_all_presets_together_still_validate(tmp_path):
     params = read_yaml(root / "params.yaml")
     validate(params, root / "params.yaml")
     assert params["experiments"]["dpm_occluded_reid"]["test_dataset"] == "occluded_reid"
-    assert params["prompts"]["dataset_backbones"]["occluded_duke"]["stride"] == 12
+    assert params["dataset_stages"]["occluded_duke"]["prompts"]["backbone"]["stride"] == 12
+    assert params["prompts"] == read_yaml(ROOT / "params.yaml")["prompts"]  # the demo's shared section: untouched
 
 
 def test_a_preset_the_validation_refuses_changes_nothing(tmp_path, capsys):

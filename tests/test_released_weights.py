@@ -27,7 +27,8 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("released")
     params = tiny(common.read_yaml(ROOT / "params.yaml"))
     params["experiments"] = {"dpm": params["experiments"]["dpm"],
-                             "dpm_released": {"dataset": "synthocc", "method": "dpm", "weights": "ref.pth"}}
+                             "dpm_released": {"dataset": "synthocc", "method": "dpm", "weights": "ref.pth"},
+                             "clipreid_released": {"dataset": "synthocc", "method": "clipreid", "weights": "clip.pth"}}
     params["tables"]["tables"] = []
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     old = os.getcwd()
@@ -72,6 +73,43 @@ def test_released_weights_are_imported_not_trained_and_evaluated(project, monkey
     assert 0.0 <= metrics["subsets"]["all"]["R1"] <= 1.0
 
 
+def test_a_released_clipreid_needs_no_prompts_stage_its_checkpoint_holds_the_prompts(project, monkeypatch):
+    """CLIP-ReID saves its prompt learner and text tower: the import recomputes the text features from them, so the
+    train job of a `weights:` experiment does not depend on (or run) stage 1, and no data/prompts is read."""
+    from occreid.data.datasets import create_dataset
+    from occreid.methods import create_method
+    from occreid.models.clip_backbone import load_clip
+    from occreid.models.prompt_learner import ClipTextEncoder, PromptLearner
+    from occreid.prompts import compute_text_features
+    from stages import evaluate, train
+    from stages.registry import build_plan
+    from tests.test_clipreid import _as_clipreid
+
+    monkeypatch.chdir(project)
+    params = common.read_yaml(project / "params.yaml")
+    assert build_plan(params).job("train", "clipreid_released").deps == ("data/prepared/synthocc",)
+    cfg = common.resolve_sections(params, "clipreid_released", ("methods",))["methods"]
+    splits = create_dataset("synthocc", project / "data" / "prepared" / "synthocc", check_counts=False)
+    torch.manual_seed(7)
+    source = create_method("clipreid", cfg, splits.num_train_pids, splits.num_cams)
+    clip = load_clip(cfg.backbone.name, None, seed=11)  # a text tower unlike the one the import starts from
+    learner = PromptLearner(splits.num_train_pids, clip.token_embedding, context_length=clip.context_length,
+                            generator=torch.Generator().manual_seed(9))
+    encoder = ClipTextEncoder(clip)
+    torch.save(_as_clipreid(source, learner, encoder), project / "clip.pth")
+    assert not (project / "data" / "prompts").exists()
+    out = train.train("clipreid_released", "params.yaml")
+    method, config = load_model(out / "model.pt")
+    with torch.no_grad():
+        want = compute_text_features(learner, encoder)
+    assert torch.allclose(method.text_features, want, atol=1e-6) and bool(want.abs().sum() > 0)
+    got, made = method.state_dict(), source.state_dict()
+    assert all(torch.equal(got[k], made[k]) for k in made if k != "text_features")
+    assert config["methods"]["clipreid"]["text_features"] is None
+    metrics = yaml.safe_load((evaluate.evaluate("clipreid_released", "params.yaml") / "metrics.json").read_text())
+    assert 0.0 <= metrics["subsets"]["all"]["mAP"] <= 1.0
+
+
 def test_a_checkpoint_that_does_not_fit_names_the_missing_keys(project, monkeypatch):
     from stages import train
 
@@ -103,6 +141,7 @@ PRESET = {
 }
 
 
+@pytest.mark.slow  # dvc repro of prepare, import and evaluate: about a minute and a half
 def test_evaluate_checkpoint_runs_the_dag_and_prints_ours_beside_the_paper(tmp_path):
     """The one-command route end to end: preset + weights → params.yaml, dvc repro evaluate@…, comparison."""
     from occreid.config import merge
