@@ -47,7 +47,8 @@ def _no_weights(tree):
 def smoke_preset(doc: dict, experiment: str | None = None) -> tuple[dict, str]:
     """The preset rewritten for the smoke run: one experiment (the first), trained and tested on synthocc for one
     epoch of P = 2 identities, its dataset's per-dataset stage settings (``dataset_stages``) moved to synthocc with
-    their trainings cut to one epoch (stage-1 prompts, the sps saliency head) — every model kept at paper size."""
+    their trainings cut to one epoch (stage-1 prompts, the sps saliency head) and the occluder library cut by the
+    weight-free classical backend (SAM ViT-H cannot be downloaded) — every model kept at paper size."""
     doc = _no_weights(copy.deepcopy(doc))
     names = list(doc["experiments"])
     name = experiment or names[0]
@@ -66,9 +67,9 @@ def smoke_preset(doc: dict, experiment: str | None = None) -> tuple[dict, str]:
         if "saliency" in stages:
             stages["saliency"].update(num_workers=0, batch_size=8)
             stages["saliency"].setdefault("sps", {}).update(epochs=1, warmup_epochs=0, ids_per_batch=P)
+        if "occluders" in stages:  # no SAM checkpoint can be downloaded here: the weight-free backend cuts the objects
+            stages["occluders"].update(backend="classical", image_max_side=256)
         doc["dataset_stages"] = {"synthocc": stages}
-    if "occluders" in doc:  # no SAM checkpoint can be downloaded here: the weight-free backend cuts the objects
-        doc["occluders"].update(backend="classical", image_max_side=256)
     return doc, name
 
 

@@ -85,7 +85,7 @@ def locations(root: Path, params_file: Path) -> dict[str, object]:
         return "" if (root / path).exists() else "   (not yet built)"
 
     # What to look at by eye: the synthetic dataset, its saliency maps, the transferred samples per table and
-    # the occluder library (when a method trains with it).
+    # the occluder library of each dataset some experiment trains with one on.
     sheets = {"prepare_data": "contact_sheet.png", "saliency": "overlay.png", "spt_sets": "transfer_sheet.png",
               "occluders": "contact_sheet.png"}
     figures = [f"{out}/{name}{state(f'{out}/{name}')}" for stage, name in sheets.items() for j in plan.jobs_of(stage)

@@ -14,9 +14,7 @@ not at all (``None``). A dependency template naming a placeholder the job does n
 
 Per-dataset stages a *method* needs (CLIP prompts, saliency, ...) are declared in :data:`METHOD_NEEDS`; a
 stage with ``method_needs=True`` (``train``) depends on their outputs for its experiment's dataset, so a
-method that does not need a stage does not depend on it and the stage does not run for its dataset. A method
-may also need a stage without fan-out (DPEFormer: the ``occluders`` library): it runs once, and only when
-some experiment's method needs it.
+method that does not need a stage does not depend on it and the stage does not run for its dataset.
 
 *Variants.* A per-dataset stage may name a params section (``Stage.variants``, here ``spt`` for
 ``spt_sets``) that an experiment's ``overrides`` may change. Each distinct setting that experiments train
@@ -28,9 +26,10 @@ section and the override of one experiment that uses it (the first by name): exa
 override the section identically up to keys equal to the base.
 
 *Per-dataset sections.* A per-dataset stage reads one params section (``Stage.config``: ``prompts``,
-``saliency``, ``spt``). A dataset with an entry ``dataset_stages.<dataset>.<section>`` is configured by that
-entry alone on top of the code's defaults (the papers' presets state their datasets' stage settings there),
-every other dataset by the shared section (the demo). A job tracks exactly the key it reads (``{config}``).
+``saliency``, ``spt``, ``occluders``). A dataset with an entry ``dataset_stages.<dataset>.<section>`` is
+configured by that entry alone on top of the code's defaults (the papers' presets state their datasets' stage
+settings there), every other dataset by the shared section (the demo). A job tracks exactly the key it reads
+(``{config}``).
 
 *What an experiment inherits.* An experiment with ``inherit: params`` (the default) resolves from the shared
 ``seed`` / ``model`` / ``train`` / ``methods.<method>`` / ``evaluate`` sections and tracks them; one with
@@ -172,15 +171,18 @@ declare(Stage(
     config="spt",
 ))
 
-# DPEFormer's realistic occlusion augmentation: the object library (SAM masks of natural photographs), built
-# once for every experiment whose method needs it (METHOD_NEEDS), not per dataset.
+# DPEFormer's realistic occlusion augmentation: the object library (SAM masks of natural photographs) that the
+# experiments training on a dataset paste from. It does not read the dataset's images; it is per dataset so that
+# a paper dataset's library is configured by its preset (dataset_stages.<dataset>.occluders) and the demo's by
+# the shared section.
 declare(Stage(
     name="occluders",
-    cmd="python -m stages.occluders",
-    fanout=None,
+    cmd="python -m stages.occluders --dataset {dataset}",
+    fanout="dataset",
     code=("stages/occluders.py", "occreid/occluders"),
-    outs=(Out("data/occluders", directory=True),),
-    params=("occluders",),
+    outs=(Out("data/occluders/{dataset}", directory=True),),
+    params=("{config}",),  # occluders, or dataset_stages.<dataset>.occluders
+    config="occluders",
     resources=Resources(cpus=4, mem_mb=16000, gpus=1, runtime=120),  # SAM ViT-H over 100 SA-1B images
 ))
 
@@ -230,8 +232,8 @@ declare(Stage(
     resources=Resources(cpus=1, mem_mb=2000, runtime=15),
 ))
 
-# Stages each method needs before training (besides prepare_data, which every experiment needs): per-dataset
-# ones run on the experiment's training dataset, no-fan-out ones once for all. A method absent here needs none.
+# Per-dataset stages each method needs before training (besides prepare_data, which every experiment
+# needs), run on the experiment's training dataset. A method absent here needs none.
 METHOD_NEEDS: dict[str, tuple[str, ...]] = {"clipreid": ("prompts",), "dpmpp": ("prompts", "spt_sets"),
                                             "dpeformer": ("occluders",)}
 
@@ -250,21 +252,12 @@ def fill(template: str, ctx: Mapping[str, str]) -> str:
 
 
 def needs(method: str) -> tuple[str, ...]:
-    """The stages ``method`` depends on (validated against the declared stages): per-dataset ones, or ones
-    without fan-out (built once)."""
+    """The per-dataset stages ``method`` depends on (validated against the declared stages)."""
     names = METHOD_NEEDS.get(method, ())
     for name in names:
-        if name not in STAGES or STAGES.get(name).fanout == "experiment":
-            raise KeyError(f"METHOD_NEEDS[{method!r}] names {name!r}, which is not a per-dataset or no-fan-out stage")
+        if name not in STAGES or STAGES.get(name).fanout != "dataset":
+            raise KeyError(f"METHOD_NEEDS[{method!r}] names {name!r}, which is not a per-dataset stage")
     return names
-
-
-def on_demand(stage: Stage) -> bool:
-    """Whether ``stage`` has jobs only where some job depends on them: per-dataset stages, and no-fan-out
-    stages that a method needs (the occluder library is built only when some experiment trains with it).
-    Other no-fan-out stages (``tables``) always run once."""
-    return stage.fanout == "dataset" or (
-        stage.fanout is None and any(stage.name in names for names in METHOD_NEEDS.values()))
 
 
 DEFAULT_VARIANT = "default"
@@ -508,8 +501,8 @@ def _deps(stage: Stage, ctx: Mapping[str, str], exps: Mapping[str, Experiment]) 
 
 
 def need_paths(method: str, dataset: str, variants: Mapping[str, str] | None = None) -> list[str]:
-    """Outputs of the stages ``method`` needs, for ``dataset`` and the experiment's ``variants`` (section →
-    name; absent: default) where they are per-dataset, persisted outputs excluded."""
+    """Outputs of the per-dataset stages ``method`` needs, for ``dataset`` and the experiment's ``variants``
+    (section → name; absent: default), persisted outputs excluded."""
     ctx = need_context(dataset, variants)
     return [fill(o.path, ctx) for name in needs(method) for o in STAGES.get(name).outs if not o.persist]
 
@@ -538,9 +531,9 @@ def dataset_job_contexts(stage: Stage, params: Mapping, exps: Mapping[str, Exper
 
 
 def build_plan(params: Mapping, source: str = "params.yaml") -> Plan:
-    """All jobs for ``params``: experiment stages for every experiment, the no-fan-out stages once, and the
-    :func:`on_demand` stages (per-dataset for exactly the datasets and variants, no-fan-out a method needs)
-    where some job depends on them (walking dependencies backwards)."""
+    """All jobs for ``params``: experiment stages for every experiment, the no-fan-out stages once, and
+    per-dataset stages for exactly the datasets (and variants) some job depends on (walking dependencies
+    backwards)."""
     exps = experiments_of(params, source)
     jobs: dict[str, Job] = {}
     for name in ORDER:
@@ -549,14 +542,12 @@ def build_plan(params: Mapping, source: str = "params.yaml") -> Plan:
             for e in exps.values():
                 ctx = e.ctx
                 jobs[f"{name}@{e.name}"] = Job(stage, e.name, ctx, tuple(_deps(stage, ctx, exps)))
-        elif stage.fanout is None and not on_demand(stage):
+        elif stage.fanout is None:
             jobs[name] = Job(stage, None, {}, tuple(_deps(stage, {}, exps)))
-    # Jobs on demand: a path wanted by some job, made by a per-dataset stage for one dataset (or by a
-    # no-fan-out stage a method needs).
+    # Per-dataset jobs on demand: a path wanted by some job, made by a per-dataset stage for one dataset.
     made_by = {fill(o.path, ctx): (s, ctx)
-               for s in (STAGES.get(n) for n in ORDER) if on_demand(s)
-               for ctx in (dataset_job_contexts(s, params, exps) if s.fanout == "dataset" else [{}])
-               for o in s.outs}
+               for s in (STAGES.get(n) for n in ORDER) if s.fanout == "dataset"
+               for ctx in dataset_job_contexts(s, params, exps) for o in s.outs}
     wanted = [d for j in jobs.values() for d in j.deps]
     while wanted:
         path = wanted.pop()

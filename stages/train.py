@@ -35,8 +35,8 @@ from stages.registry import STAGES, fill, need_context, variant_sections
 log = logging.getLogger("occreid.stages.train")
 PREPARED = Path(common.PREPARED_DIR)
 OUT = Path("data/train")
-# Method inputs made by the stages a method needs (stages/registry.py METHOD_NEEDS), filled from the
-# experiment's training dataset (the occluder library: one for all): method config field → output folder.
+# Method inputs made by per-dataset stages (stages/registry.py METHOD_NEEDS), filled from the experiment's
+# training dataset: field of the method config → the output folder (template) of the stage making it.
 METHOD_INPUTS = {"text_features": STAGES.get("prompts").outs[0].path,
                  "spt_partners": STAGES.get("spt_sets").outs[0].path,
                  "occluders": STAGES.get("occluders").outs[0].path}

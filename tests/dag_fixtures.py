@@ -46,7 +46,7 @@ def tiny(params: dict) -> dict:
     params["prompts"].update(epochs=2, warmup_epochs=1)
     params["saliency"]["overlay_images"] = 2
     params["spt"]["sheet_samples"] = 2
-    params["occluders"].update(max_images=3, sheet_objects=8)  # the ROA library (when a tiny row needs it)
+    params["occluders"].update(max_images=3, sheet_objects=8)  # synthocc's ROA library (when a tiny row needs it)
     return params
 
 

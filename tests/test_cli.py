@@ -56,12 +56,12 @@ def test_dag_lists_jobs_with_their_upstream(project, capsys):
 def demo_job_count() -> tuple[int, int]:
     """(experiments, jobs) of the demo params.yaml, counted from the file: 3 per-dataset jobs (prepare_data,
     prompts, saliency), the default partner table + one per distinct ``spt`` override, the occluder library
-    when a dpeformer row needs it, train + evaluate per experiment, tables."""
+    of each dataset a dpeformer row trains on, train + evaluate per experiment, tables."""
     import yaml
 
     experiments = yaml.safe_load(open("params.yaml"))["experiments"].values()
     n_spt = 1 + len({str(e["overrides"]["spt"]) for e in experiments if (e.get("overrides") or {}).get("spt")})
-    n_occluders = int(any(e["method"] == "dpeformer" for e in experiments))
+    n_occluders = len({e["dataset"] for e in experiments if e["method"] == "dpeformer"})
     return len(experiments), 3 + n_spt + n_occluders + 2 * len(experiments) + 1
 
 

@@ -24,7 +24,7 @@ from dag_fixtures import TINY_EXPERIMENTS, TINY_SPT_VARIANTS, tiny_needs_occlude
 ALL_JOBS = sorted(["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", "tables"]
                   + [f"spt_sets@synthocc-{v}" for v in TINY_SPT_VARIANTS]
                   + [f"{s}@{e}" for s in ("train", "evaluate") for e in TINY_EXPERIMENTS]
-                  + (["occluders"] if tiny_needs_occluders() else []))
+                  + (["occluders@synthocc"] if tiny_needs_occluders() else []))
 
 
 def ran(output: str) -> list[str]:
@@ -68,7 +68,7 @@ def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
     saved = json.loads(torch.load(dvc / "data/train/dpmpp/model.pt", weights_only=True)["method_config"])
     assert saved["text_features"] is None and saved["spt_partners"] is None
     saved = json.loads(torch.load(dvc / "data/train/dpeformer/model.pt", weights_only=True)["method_config"])
-    assert saved["occluders"] is None and (dvc / "data/occluders/manifest.json").is_file()
+    assert saved["occluders"] is None and (dvc / "data/occluders/synthocc/manifest.json").is_file()
     run_config = json.loads(torch.load(dvc / "data/train/dpmpp_alpha1_0p9/model.pt", weights_only=True)["config"])
     assert run_config["spt"]["variant"] == "alpha1-0p9" and run_config["spt"]["alpha1"] == 0.9
     main_table = (dvc / "reports/tables/main.md").read_text()
@@ -95,8 +95,8 @@ def test_demo_with_dvc_then_snakemake_gives_the_same_results(tmp_path):
     run(["snakemake", "-c2"], smk)
     assert files(smk / "data/prepared/synthocc") == files(dvc / "data/prepared/synthocc")
     if tiny_needs_occluders():  # the ROA library: the same bytes from both engines
-        assert "contact_sheet.png" in files(dvc / "data/occluders")
-        assert files(smk / "data/occluders") == files(dvc / "data/occluders")
+        assert "contact_sheet.png" in files(dvc / "data/occluders/synthocc")
+        assert files(smk / "data/occluders/synthocc") == files(dvc / "data/occluders/synthocc")
     assert results(smk) == expected
     for experiment in ("clipreid", "dpmpp", "dpmpp_alpha1_0p9"):  # the CLIP methods read prompts / partner tables
         assert results(smk, experiment)["train"] == results(dvc, experiment)["train"], experiment

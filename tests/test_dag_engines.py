@@ -165,16 +165,21 @@ def test_dvc_and_snakemake_agree_on_method_needs_and_test_datasets(tmp_path):
     assert snakemake_graph(repo) == (jobs, plan.edges())
 
 
-def test_dvc_and_snakemake_agree_on_a_no_fan_out_stage_a_method_needs(tmp_path, monkeypatch):
-    """The occluder library (built once, only when some method needs it): here the copy's vit needs it."""
-    monkeypatch.setattr(reg, "METHOD_NEEDS", {**reg.METHOD_NEEDS, "vit": ("occluders",)})
-    repo = stub_repo(tmp_path / "repo", TWO_DATASETS)
-    with open(repo / "stages" / "registry.py", "a") as f:
-        f.write('\nMETHOD_NEEDS["vit"] = ("occluders",)\n')
+def test_dvc_and_snakemake_agree_on_one_occluder_library_per_training_dataset(tmp_path):
+    """DPEFormer's libraries: one per dataset a dpeformer row trains on (market1501's from its own
+    dataset_stages section, tracked at that key), none for a dataset only vit trains on."""
+    rows = {**TWO_DATASETS, "roa": {"dataset": "synthocc", "method": "dpeformer"},
+            "roa_market": {"dataset": "market1501", "test_dataset": "occluded_reid", "method": "dpeformer"}}
+    repo = stub_repo(tmp_path / "repo", rows)
+    edit_params(repo, lambda p: p.update(dataset_stages={"market1501": {"occluders": {"max_images": 100}}}))
+    render_dvc.write(repo)
     run([str(BIN / "dvc"), "init", "--no-scm", "-q"], repo)
     plan = reg.build_plan(read_yaml(repo / "params.yaml"))
     jobs = {j.id for j in plan.jobs}
-    assert "occluders" in jobs and {("occluders", "train@vit"), ("occluders", "train@vit_market")} <= plan.edges()
+    assert {j for j in jobs if j.startswith("occluders")} == {"occluders@synthocc", "occluders@market1501"}
+    assert {("occluders@synthocc", "train@roa"), ("occluders@market1501", "train@roa_market")} <= plan.edges()
+    assert not {("occluders@synthocc", "train@vit"), ("occluders@market1501", "train@roa")} & plan.edges()
+    assert plan.job("occluders", "market1501").params == ("dataset_stages.market1501.occluders",)
     assert dvc_graph(repo) == (jobs, plan.edges())
     assert snakemake_graph(repo) == (jobs, plan.edges())
 

@@ -34,7 +34,7 @@ DEMO_SPT = [f"spt_sets@synthocc-{v}" for v in ("alpha1-0p5", "alpha1-0p9", "alph
 def test_demo_plan_jobs_edges_and_params_keys():
     plan = reg.build_plan(read_yaml(ROOT / "params.yaml"))
     assert [j.id for j in plan.jobs] == (
-        ["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", *DEMO_SPT, "occluders"]
+        ["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", *DEMO_SPT, "occluders@synthocc"]
         + [f"train@{e}" for e in DEMO_EXPERIMENTS] + [f"evaluate@{e}" for e in DEMO_EXPERIMENTS] + ["tables"])
     edges = plan.edges()
     assert ("prompts@synthocc", "train@clipreid") in edges and ("spt_sets@synthocc-default", "train@dpmpp") in edges
@@ -45,8 +45,8 @@ def test_demo_plan_jobs_edges_and_params_keys():
     # a method depends only on the per-dataset stages it needs
     assert {u for u, v in edges if v == "train@vit"} == {"prepare_data@synthocc"}
     assert {u for u, v in edges if v == "train@dpm"} == {"prepare_data@synthocc"}
-    assert all({u for u, v in edges if v == f"train@{e}"} == {"prepare_data@synthocc", "occluders"}
-               for e in DEMO_DPEFORMER)  # one occluder library for every dpeformer row
+    assert all({u for u, v in edges if v == f"train@{e}"} == {"prepare_data@synthocc", "occluders@synthocc"}
+               for e in DEMO_DPEFORMER)  # one occluder library for every dpeformer row on synthocc
     assert {u for u, v in edges if v == "train@clipreid"} == {"prepare_data@synthocc", "prompts@synthocc"}
     assert {u for u, v in edges if v == "train@dpmpp_no_spt"} == {"prepare_data@synthocc", "prompts@synthocc",
                                                                    "spt_sets@synthocc-default"}
@@ -161,7 +161,8 @@ def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
     assert doc["stages"]["prompts"]["foreach"] == {"synthocc": {"dataset": "synthocc", "config": "prompts"}}
     assert spt["do"]["outs"] == ["data/spt/${item.dataset}/${item.spt_variant}"]
     assert (train["vit"]["need1"], train["vit"]["need2"]) == ("data/prepared/synthocc", "data/prepared/synthocc")
-    assert (train["dpeformer"]["need1"], train["dpeformer"]["need2"]) == ("data/occluders", "data/prepared/synthocc")
+    assert (train["dpeformer"]["need1"], train["dpeformer"]["need2"]) == ("data/occluders/synthocc",
+                                                                          "data/prepared/synthocc")
 
 
 @pytest.mark.parametrize("override, name", [

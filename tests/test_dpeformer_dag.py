@@ -1,5 +1,5 @@
-"""The DPEFormer rows in the DAG: DVC and Snakemake build the same graph for them (the occluder library once,
-before every dpeformer training), and ``dvc repro`` on the demo's Table X rows (shrunk to seconds) builds the
+"""The DPEFormer rows in the DAG: DVC and Snakemake build the same graph for them (synthocc's occluder library
+once, before every dpeformer training), and ``dvc repro`` on the demo's Table X rows (shrunk to seconds) builds the
 library, trains the rows and renders their table."""
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def test_dvc_and_snakemake_build_the_same_graph_for_the_demo_rows(tmp_path):
     engines.run([str(engines.BIN / "dvc"), "init", "--no-scm", "-q"], repo)
     plan = reg.build_plan(read_yaml(repo / "params.yaml"))
     jobs = {j.id for j in plan.jobs}
-    assert {v for u, v in plan.edges() if u == "occluders"} == {f"train@{k}" for k in rows if k.startswith("dpeformer")}
+    assert {v for u, v in plan.edges() if u == "occluders@synthocc"} == {f"train@{k}" for k in rows
+                                                                         if k.startswith("dpeformer")}
     assert engines.dvc_graph(repo) == (jobs, plan.edges()) == engines.snakemake_graph(repo)
 
 
@@ -43,10 +44,10 @@ def test_dvc_repro_builds_the_library_trains_the_rows_and_renders_the_table(tmp_
     run(["dvc", "init", "--no-scm", "-q"], project)
     out = run(["dvc", "repro"], project).stdout
     ran = re.findall(r"Running stage '([^']+)'", out)
-    assert sorted(ran) == sorted(["prepare_data@synthocc", "occluders", "tables"]
+    assert sorted(ran) == sorted(["prepare_data@synthocc", "occluders@synthocc", "tables"]
                                  + [f"{s}@{e}" for s in ("train", "evaluate") for e in ROWS])
-    assert ran.index("occluders") < min(ran.index(f"train@{e}") for e in ROWS)
+    assert ran.index("occluders@synthocc") < min(ran.index(f"train@{e}") for e in ROWS)
     table = (project / "reports/tables/dpeformer_table10.md").read_text()
     for label in ("Cut&Paste (same objects' boxes)", "Random erasing"):
         assert label in table
-    assert (project / "data/occluders/contact_sheet.png").is_file()
+    assert (project / "data/occluders/synthocc/contact_sheet.png").is_file()

@@ -49,5 +49,13 @@ def test_every_preset_becomes_a_valid_paper_size_smoke_run(path):
     plan = build_plan(params)
     stages = [j for j in plan.jobs if j.stage.config]
     assert all(j.ctx["config"].startswith("dataset_stages.synthocc.") for j in stages)
+    dataset = preset["experiments"][name]["dataset"]
+    if "occluders" in (preset.get("dataset_stages") or {}).get(dataset, {}):  # DPEFormer: SAM ViT-H in the paper
+        smoke, paper = params["dataset_stages"]["synthocc"]["occluders"], preset["dataset_stages"][dataset]["occluders"]
+        assert (paper["backend"], paper["sam"]["model_type"]) == ("sam", "vit_h")
+        assert (smoke["backend"], smoke["image_max_side"]) == ("classical", 256)  # weight-free: nothing to download
+        assert [j.id for j in plan.jobs_of("occluders")] == ["occluders@synthocc"]
+        assert {k: v for k, v in smoke.items() if k not in ("backend", "image_max_side")} == \
+            {k: v for k, v in paper.items() if k not in ("backend", "image_max_side")}  # the rest as the paper's
     assert (params["datasets"]["synthocc"]["generator"]["height"], params["datasets"]["synthocc"]["generator"]["width"]) \
         == (256, 128)

@@ -97,6 +97,8 @@ def _weights(method, **entry):
 ERRORS = [
     (lambda p: p.update(dataset_stages={"market": {}}), r"'dataset_stages.market' names a dataset with no entry"),
     (lambda p: p.update(dataset_stages={"market1501": {"promts": {}}}), r"unknown params key 'dataset_stages.market1501.promts'"),
+    (lambda p: p.update(dataset_stages={"market1501": {"occluders": {"backend": "sam2"}}}),
+     r"dataset_stages.market1501.occluders.backend"),
     (lambda p: p.update(dataset_stages={"market1501": {"prompts": {"backbone": CLIP, "epoch": 2}}}),
      r"dataset_stages.market1501.prompts.*epoch"),
     (lambda p: p.update(dataset_stages={"market1501": {"prompts": {"epochs": 2}}}),
@@ -128,6 +130,22 @@ def test_an_experiment_inheriting_nothing_may_not_run_on_a_shared_section():
     params["experiments"]["pp_market"]["overrides"]["methods"]["dpmpp"]["backbone"] = CLIP
     params["dataset_stages"] = {}
     common.validate(params)
+
+
+def test_a_dpeformer_experiment_inheriting_nothing_needs_its_datasets_own_occluder_library():
+    """The occluder library is a per-dataset input like the others: without dataset_stages.market1501.occluders an
+    inherit: defaults dpeformer row would paste from a library built by the demo's shared section."""
+    params = copy.deepcopy(DEMO)
+    params["experiments"]["roa_market"] = {"dataset": "market1501", "method": "dpeformer", "inherit": "defaults"}
+    with pytest.raises(OccreidError, match=r"(?s)'roa_market' inherits nothing.*occluders@market1501 would run with "
+                                           r"the shared 'occluders' section.*state dataset_stages.market1501.occluders"):
+        common.validate(params)
+    params["dataset_stages"] = {"market1501": {"occluders": {"backend": "sam", "max_images": 100}}}
+    common.validate(params)
+    plan = build_plan(params)
+    assert plan.job("occluders", "market1501").params == ("dataset_stages.market1501.occluders",)
+    assert plan.job("occluders", "synthocc").params == ("occluders",)  # the demo's rows: the shared section
+    assert plan.job("train", "roa_market").deps == ("data/occluders/market1501", "data/prepared/market1501")
 
 
 @pytest.mark.parametrize("method", ["clipreid", "dpm"])

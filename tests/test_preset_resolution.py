@@ -1,6 +1,6 @@
 """The papers' presets are self-contained: every experiment says ``inherit: defaults`` (it resolves from its own
 overrides and the code's defaults) and the per-dataset stages it trains on read ``dataset_stages.<dataset>`` (not
-the shared prompts / saliency / spt sections), so applying a preset to any params.yaml gives the same run; and the
+the shared prompts / saliency / spt / occluders sections), so applying a preset to any params.yaml gives the same run; and the
 presets carry the reference configs' values key by key (a table written from ../shared/reference/method-facts.md)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from stages.registry import build_plan
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "workflow" / "presets").glob("*.yaml"))
 SECTIONS_OF_EXPERIMENT = ("train", "methods", "evaluate")
-PERTURBED = ("seed", "model", "train", "methods", "evaluate", "prompts", "saliency", "spt")
+PERTURBED = ("seed", "model", "train", "methods", "evaluate", "prompts", "saliency", "spt", "occluders")
 
 
 def _perturb(value):
@@ -50,6 +50,7 @@ def _perturbed_params() -> dict:
     out["methods"]["dpmpp"]["anchor_mode"] = "loss"
     out["prompts"]["template"] = "A photo of a X X X X X person."
     out["methods"]["dpeformer"]["blending"]["heads"] = 1  # sub-parts of 17 channels split into whole heads
+    out["occluders"]["backend"] = "sam"  # the demo's classical library → SAM (no 'attention' mask backend)
     out["seed"] = 17  # not a seed of the demo's replicates
     tiny = {"name": "clip_tiny_p8", "pretrained": None, "img_size": [64, 32], "stride": 6}
     for section in ("prompts", "saliency"):
@@ -82,7 +83,7 @@ def resolved(params: dict, preset: dict, name: str) -> dict:
     out = {k: dataclasses.asdict(v) for k, v in resolve_sections(merged, name, SECTIONS_OF_EXPERIMENT).items()}
     jobs = stage_configs(merged, name)
     out["stages"] = jobs
-    for job in jobs.values():  # "prompts", "saliency", "spt" for the reference table below
+    for job in jobs.values():  # "prompts", "saliency", "spt", "occluders" for the reference table below
         out[job["section"]] = job
     return out
 
@@ -109,6 +110,10 @@ def test_the_perturbation_reaches_every_demo_row_and_stage():
         assert a["stages"][job] != b["stages"][job], job
     assert (a["saliency"]["backend"], b["saliency"]["backend"]) == ("classical", "attention")
     assert a["saliency"]["grid"] != b["saliency"]["grid"] and a["spt"]["alpha1"] != b["spt"]["alpha1"]
+    a, b = resolved(demo, {}, "dpeformer"), resolved(perturbed, {}, "dpeformer")  # the occluder library
+    assert set(a["stages"]) == {"occluders@synthocc"} and a["stages"] != b["stages"]
+    assert (a["occluders"]["backend"], b["occluders"]["backend"]) == ("classical", "sam")
+    assert a["occluders"]["filters"]["min_area"] != b["occluders"]["filters"]["min_area"]
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
@@ -227,6 +232,7 @@ DPEFORMER_COMMON = {
     "methods.augment.mode": "sam", "methods.augment.p": 1.0, "methods.augment.paste.area": [0.5, 0.75],
     "methods.augment.paste.tall_ratio": 2.0, "methods.augment.paste.positions": "paper",
     "methods.augment.paste.flip_p": 0.5, "methods.augment.paste.shape": "mask",
+    "occluders.backend": "sam", "occluders.max_images": 100,  # SAM masks of the first 100 SA-1B images (Sec. IV-B)
     "train.optimizer.name": "adam", "train.optimizer.lr": 1e-4, "train.optimizer.weight_decay": 1e-4,
     "train.scheduler.name": "cosine", "train.epochs": 120, "train.ids_per_batch": 16, "train.images_per_id": 4,
     "train.transforms.size": [256, 128],

@@ -142,7 +142,7 @@ class DPEFormerConfig:
     neck_feat: Literal["before", "after"] = "before"  # test descriptor before (paper Eq. 12) or after its BN (code)
     embed_feature: Literal["final", "pooled"] = "final"  # test: f_final, or f_qj (Table VI "before")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    occluders: str | None = None  # the occluder library (data/occluders); the train stage fills it
+    occluders: str | None = None  # the occluder library (data/occluders/<dataset>); the train stage fills it
 
     def __post_init__(self) -> None:
         if self.parts < 1:
@@ -354,8 +354,8 @@ class DPEFormerMethod(ReIDMethod):
         if self.cfg.occluders is None:
             raise OccreidError(f"augment.mode '{mode}' pastes objects of the occluder library, but "
                                "methods.dpeformer.occluders is not set",
-                               fix="run `python -m stages.occluders` (the train stage then fills it with "
-                                   "data/occluders), or use augment.mode random_erasing or none")
+                               fix="run `python -m stages.occluders --dataset NAME` (the train stage then fills "
+                                   "it with data/occluders/NAME), or use augment.mode random_erasing or none")
         paste = self.cfg.augment.paste
         shape = "box" if mode == "cut_paste" else "mask"
         if paste.shape != shape:

@@ -3,7 +3,8 @@ the objects out, and which objects are kept.
 
 DPEFormer's realistic occlusion augmentation (ROA) pastes objects that SAM segmented from natural images
 (the paper: 9,913 masks from the first 100 images of SA-1B) onto training images. The ``occluders`` stage
-builds that object library once; this section is its whole configuration:
+builds that object library once per training dataset; this section (or a dataset's own
+``dataset_stages.<dataset>.occluders``) is its whole configuration:
 
 - ``source``: a folder of photographs (e.g. an SA-1B subset; sorted, the first ``max_images``), or null for
   the photographs scikit-image bundles (no download).
@@ -108,7 +109,8 @@ class FilterConfig:
 
 @dataclass
 class OccludersConfig:
-    """Section ``occluders`` of params.yaml (the ``occluders`` stage: the ROA object library)."""
+    """Section ``occluders`` of params.yaml, or ``dataset_stages.<dataset>.occluders`` (the ``occluders`` stage:
+    the ROA object library)."""
 
     source: str | None = None  # folder of photographs; null: scikit-image's bundled photographs
     max_images: int | None = None  # the first N images (sorted by path); the paper: 100 of SA-1B

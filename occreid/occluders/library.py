@@ -128,7 +128,7 @@ class OccluderLibrary:
         listed file present, and with ``verify`` its sha256 equal to the manifest's), with at least one
         object. Errors name the file and say how to rebuild."""
         folder = Path(folder)
-        rebuild = "rebuild it: `dvc repro occluders` (or `python -m stages.occluders`)"
+        rebuild = "rebuild it: `dvc repro occluders` (or `python -m stages.occluders --dataset NAME`)"
         path = folder / MANIFEST
         if not folder.is_dir():
             raise OccreidError("occluder library folder not found", path=folder, fix=rebuild)
