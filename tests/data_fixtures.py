@@ -171,3 +171,28 @@ class LoopbackServer:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
+
+
+def toy_person_records(root: Path, num_ids: int, per_id: int, height: int, width: int, *, band_step: int,
+                       band_height: int = 8) -> list:
+    """``num_ids`` identities × ``per_id`` noisy images (2 cameras) in Market names under ``root``: each identity
+    has its own upper/lower colours and a bright band at its own height (``band_step`` × pid), so a tiny model
+    can tell them apart within a few steps. Seeded: the same arguments give the same pixels."""
+    import numpy as np
+
+    from occreid.data.records import Record
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for pid in range(num_ids):
+        top, bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        for j in range(per_id):
+            img = np.empty((height, width, 3))
+            img[: height // 2], img[height // 2:] = top, bottom
+            img[band_step * pid: band_step * pid + band_height] = 255
+            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+            path = root / f"{pid:04d}_c{j % 2 + 1}s1_{j:06d}_00.png"
+            Image.fromarray(img).save(path)
+            out.append(Record(str(path), pid, j % 2))
+    return out

@@ -14,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 NUM_IDS, PER_ID, H, W = 8, 4, 64, 32
 WORLD = 2  # processes of the distributed runs
@@ -37,22 +35,9 @@ METHOD_CONFIGS = {
 
 def write_toy_records(root: Path) -> list:
     """NUM_IDS identities × PER_ID images (2 cameras), each identity with its own colours and band."""
-    from occreid.data.records import Record
+    from data_fixtures import toy_person_records
 
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    out = []
-    for pid in range(NUM_IDS):
-        top, bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        for j in range(PER_ID):
-            img = np.empty((H, W, 3))
-            img[: H // 2], img[H // 2 :] = top, bottom
-            img[6 * pid : 6 * pid + 6] = 255
-            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-            path = root / f"{pid:04d}_c{j % 2 + 1}s1_{j:06d}_00.png"
-            Image.fromarray(img).save(path)
-            out.append(Record(str(path), pid, j % 2))
-    return out
+    return toy_person_records(root, NUM_IDS, PER_ID, H, W, band_step=6, band_height=6)
 
 
 def save_records(records: list, path: Path) -> Path:

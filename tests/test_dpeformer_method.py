@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from occreid.augment.views import TwoViewDataset
+from data_fixtures import toy_person_records
 from occreid.data.records import Record
 from occreid.data.transforms import TransformConfig, train_transform_stages
 from occreid.engine import TrainConfig, fit
@@ -56,20 +57,7 @@ def context(method, lr: float = 1e-3) -> TrainContext:
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> list[Record]:
     """4 identities x 4 images, each id its own colours and a bright band at its own height."""
-    root = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(0)
-    out = []
-    for pid in range(NUM_IDS):
-        top, bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        for j in range(PER_ID):
-            img = np.empty((H, W, 3))
-            img[: H // 2], img[H // 2:] = top, bottom
-            img[10 * pid: 10 * pid + 8] = 255
-            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-            path = root / f"{pid:04d}_c{j % 2 + 1}s1_{j:06d}_00.png"
-            Image.fromarray(img).save(path)
-            out.append(Record(str(path), pid, j % 2))
-    return out
+    return toy_person_records(tmp_path_factory.mktemp("toy"), NUM_IDS, PER_ID, H, W, band_step=10)
 
 
 def train_config(**over) -> TrainConfig:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from data_fixtures import toy_person_records
 from occreid.data.records import Record
 from occreid.engine import OptimizerSpec, PeriodicEval, TrainConfig, fit, load_model, param_groups, save_model
 from occreid.engine.checkpoint import list_checkpoints, load_checkpoint
@@ -25,21 +24,7 @@ NUM_IDS, PER_ID, H, W = 6, 4, 64, 32
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> list[Record]:
     """6 identities × 4 images (2 cameras): each id has its own colours and a bright band at its own height."""
-    root = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(0)
-    out = []
-    for pid in range(NUM_IDS):
-        top, bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        for j in range(PER_ID):
-            img = np.empty((H, W, 3))
-            img[: H // 2], img[H // 2 :] = top, bottom
-            band = 8 * pid
-            img[band : band + 8] = 255
-            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-            path = root / f"{pid:04d}_c{j % 2 + 1}s1_{j:06d}_00.png"
-            Image.fromarray(img).save(path)
-            out.append(Record(str(path), pid, j % 2))
-    return out
+    return toy_person_records(tmp_path_factory.mktemp("toy"), NUM_IDS, PER_ID, H, W, band_step=8)
 
 
 def config(**over) -> TrainConfig:

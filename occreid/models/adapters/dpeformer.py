@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from occreid.errors import OccreidError
-from occreid.models.adapters.dpm import _fit_shape, _listing
+from occreid.models.adapters.common import check_fits, listing
 
 _FBM = {"norm1": "norm_q", "norm2": "norm_kv", "norm3": "norm_ffn", "attn.q": "q", "attn.kv": "kv",
         "attn.proj": "proj", "mlp.fc1": "ffn.fc1", "mlp.fc2": "ffn.fc2"}
@@ -86,34 +86,15 @@ def adapt_dpeformer_state_dict(sd: Mapping[str, torch.Tensor], *, expected: Mapp
         else:
             out[new] = value
     if unknown:
-        raise OccreidError(f"{len(unknown)} names are not DPEFormer checkpoint names: {_listing(unknown)}",
+        raise OccreidError(f"{len(unknown)} names are not DPEFormer checkpoint names: {listing(unknown)}",
                            fix="pass a state dict saved by zhangxin06/DPEFormer's train.py (base.*, attention_global.*, ...)")
     if memory is not None:
         out["memory.bank"], out["memory.ready"] = memory, torch.tensor(True)
     if expected is None:
         return out
-    problems = []
-    missing = [k for k in expected if k not in out and k not in MEMORY]
-    extra = [k for k in out if k not in expected]
-    if missing:
-        problems.append(f"missing in the checkpoint: {_listing(missing)}")
-    if extra:
-        problems.append(f"not in the model: {_listing(extra)}")
-    wrong = []
-    for k, shape in expected.items():
-        if k in out:
-            fitted = _fit_shape(out[k], tuple(shape))
-            if fitted is None:
-                wrong.append(f"{k} {tuple(out[k].shape)} vs {tuple(shape)}")
-            else:
-                out[k] = fitted
-    if wrong:
-        problems.append(f"shape mismatch (checkpoint vs model): {_listing(wrong)}")
-    if problems:
-        raise OccreidError("DPEFormer checkpoint does not fit this model: " + "; ".join(problems),
-                           fix="build the method like the checkpoint: VARIANTS['reference_code'], vit_base_patch16_224 "
-                               "at 256x128, stride 16, SIE as trained, the training set's classes")
-    return out
+    return check_fits(out, expected, what="DPEFormer", optional=MEMORY,
+                      fix="build the method like the checkpoint: VARIANTS['reference_code'], vit_base_patch16_224 "
+                          "at 256x128, stride 16, SIE as trained, the training set's classes")
 
 
 def load_dpeformer_checkpoint(method: nn.Module, path: str | Path, memory_path: str | Path | None = None) -> nn.Module:

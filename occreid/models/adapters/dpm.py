@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from occreid.errors import OccreidError
+from occreid.models.adapters.common import check_fits, listing
 
 # Reference prefix → ours; the first match wins, so specific prefixes come before "base.".
 PREFIXES: tuple[tuple[str, str], ...] = (
@@ -34,29 +35,12 @@ PREFIXES: tuple[tuple[str, str], ...] = (
     ("classifier.", "classifier."),
 )
 DROPPED: tuple[str, ...] = ("base.fc.",)  # TransReID's ImageNet classifier, never used by the re-ID model
-_SHOWN = 12  # names listed in an error message
 
 
 def _rename(name: str, table: Sequence[tuple[str, str]]) -> str | None:
     for old, new in table:
         if name.startswith(old):
             return new + name[len(old):]
-    return None
-
-
-def _listing(names: Sequence[str]) -> str:
-    names = sorted(names)
-    more = f" (+{len(names) - _SHOWN} more)" if len(names) > _SHOWN else ""
-    return ", ".join(names[:_SHOWN]) + more
-
-
-def _fit_shape(value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
-    """``value`` in ``shape`` when they differ at most by singleton axes (e.g. SIE [8,1,D] vs [8,D])."""
-    if tuple(value.shape) == shape:
-        return value
-    squeeze = lambda s: tuple(d for d in s if d != 1)  # noqa: E731
-    if squeeze(value.shape) == squeeze(shape):
-        return value.reshape(shape)
     return None
 
 
@@ -85,34 +69,14 @@ def adapt_dpm_state_dict(
         out[new] = value
     if unknown:
         raise OccreidError(
-            f"{len(unknown)} names are not DPM checkpoint names: {_listing(unknown)}",
+            f"{len(unknown)} names are not DPM checkpoint names: {listing(unknown)}",
             fix="pass a state dict saved by stone96123/DPM (base.*, classifier.weight, bottleneck.*)",
         )
     if expected is None:
         return out
-    problems = []
-    missing = [k for k in expected if k not in out]
-    extra = [k for k in out if k not in expected]
-    if missing:
-        problems.append(f"missing in the checkpoint: {_listing(missing)}")
-    if extra:
-        problems.append(f"not in the model: {_listing(extra)}")
-    wrong = []
-    for k, shape in expected.items():
-        if k in out:
-            fitted = _fit_shape(out[k], tuple(shape))
-            if fitted is None:
-                wrong.append(f"{k} {tuple(out[k].shape)} vs {tuple(shape)}")
-            else:
-                out[k] = fitted
-    if wrong:
-        problems.append(f"shape mismatch (checkpoint vs model): {_listing(wrong)}")
-    if problems:
-        raise OccreidError(
-            "DPM checkpoint does not fit this model: " + "; ".join(problems),
-            fix="build the method like the checkpoint (img_size, stride, SIE cameras, taps/hierarchy, mask, classes)",
-        )
-    return out
+    return check_fits(out, expected, what="DPM",
+                      fix="build the method like the checkpoint (img_size, stride, SIE cameras, taps/hierarchy, mask, "
+                          "classes)")
 
 
 def to_reference_names(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -127,7 +91,7 @@ def to_reference_names(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
         else:
             out[new] = value
     if unknown:
-        raise OccreidError(f"{len(unknown)} names have no DPM counterpart: {_listing(unknown)}")
+        raise OccreidError(f"{len(unknown)} names have no DPM counterpart: {listing(unknown)}")
     return out
 
 
