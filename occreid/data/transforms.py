@@ -69,10 +69,31 @@ def _to_normalized_tensor(cfg: TransformConfig) -> list[Callable]:
     ]
 
 
-def build_train_transform(cfg: TransformConfig) -> Callable:
+def train_resize(cfg: TransformConfig) -> v2.Resize:
+    """The training resize (the first op of :func:`build_train_transform`; also what the decoded-image cache
+    of :mod:`occreid.data.cache` stores, which makes this op the identity on cached images)."""
+    return v2.Resize(tuple(cfg.size), interpolation=_INTERPOLATION[cfg.interpolation], antialias=True)
+
+
+def random_erasing(cfg: TransformConfig) -> RandomErasing:
+    """timm's RandomErasing as the training transform applies it (on the normalised tensor)."""
+    return RandomErasing(probability=cfg.random_erasing_p, mode=cfg.erasing_mode, max_count=1, device="cpu")
+
+
+class TrainTransform(v2.Compose):
+    """The per-image training pipeline of :func:`build_train_transform`, remembering its ``config``: a loader
+    given this transform knows what it does, so it may decode the images once at the training size
+    (:mod:`occreid.data.cache`) and run the same augmentation on a whole batch (:mod:`occreid.data.batch_augment`)."""
+
+    def __init__(self, ops: list[Callable], config: TransformConfig):
+        super().__init__(ops)
+        self.config = config
+
+
+def build_train_transform(cfg: TransformConfig) -> TrainTransform:
     """PIL image -> augmented, normalised float tensor [3, H, W]."""
     size = tuple(cfg.size)
-    ops: list[Callable] = [v2.Resize(size, interpolation=_INTERPOLATION[cfg.interpolation], antialias=True)]
+    ops: list[Callable] = [train_resize(cfg)]
     if cfg.flip_p > 0:
         ops.append(v2.RandomHorizontalFlip(p=cfg.flip_p))
     if cfg.pad > 0:
@@ -82,8 +103,8 @@ def build_train_transform(cfg: TransformConfig) -> Callable:
         ops.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
     ops += _to_normalized_tensor(cfg)
     if cfg.random_erasing_p > 0:
-        ops.append(RandomErasing(probability=cfg.random_erasing_p, mode=cfg.erasing_mode, max_count=1, device="cpu"))
-    return v2.Compose(ops)
+        ops.append(random_erasing(cfg))
+    return TrainTransform(ops, cfg)
 
 
 def build_test_transform(cfg: TransformConfig) -> Callable:
