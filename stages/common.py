@@ -24,6 +24,7 @@ from typing import Any, Callable, Literal, Mapping, TypeVar
 from occreid.errors import OccreidError, did_you_mean
 
 from .params import PARAMS_FILE, from_dict, merge, read_yaml
+from .profiles import PROFILE_KEYS, selected_experiments
 from .registry import Job, build_plan, experiments_of
 
 T = TypeVar("T")
@@ -109,7 +110,7 @@ def validate(params: Mapping, source: str | Path = PARAMS_FILE) -> None:
 
 
 def _validate(params: Mapping, source: str) -> None:
-    known = {"seed", "datasets", "methods", "experiments", *SECTIONS}
+    known = {"seed", "datasets", "methods", "experiments", *PROFILE_KEYS, *SECTIONS}
     for key in params:
         if key not in known:
             raise OccreidError(f"unknown params key '{key}'", path=source, fix=did_you_mean(str(key), known))
@@ -146,6 +147,7 @@ def _validate(params: Mapping, source: str) -> None:
         check_method_inputs(params, name, spec, resolved["methods"], source)
         if spec.replicate_of is not None:
             check_replicate(params, name, spec, resolved["train"].seed, source)
+    selected_experiments(params, source)  # the profile and its leave_out lists
     for job in build_plan(params, source).jobs:
         for key in job.params:
             lookup(params, key, source)
