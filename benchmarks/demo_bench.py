@@ -4,9 +4,9 @@ Copies the project's pipeline files into a fresh folder (a clean clone: no data,
 store), switches it to ``--profile`` (``occreid profile``: fast = ``make demo``, full = ``make demo-full``)
 and runs ``dvc repro``, time-stamping every line DVC prints. A stage's wall time runs from its "Running stage"
 line to the next one (or the end), so it includes DVC's own bookkeeping for it; "inside" is the time the
-stage measured itself (train: ``train_metrics.json`` seconds = the training loop + saving; evaluate:
-``metrics.json`` seconds = feature extraction + scoring; prompts: ``meta.json`` seconds), and the
-difference is the stage's start-up (Python, imports, params validation, MLflow, loading data / model). With
+stage measured for its own work (train: the epochs of ``history.csv``; evaluate: ``metrics.json`` seconds =
+feature extraction + scoring; prompts: ``meta.json`` seconds), and the difference is the stage's overhead
+(Python start-up, imports, params validation, MLflow, loading data / model, checkpoints, DVC's bookkeeping). With
 ``--repeats N`` the demo runs N times in fresh folders and every time is the median over the runs.
 
 Prints a Markdown table per stage, one per stage kind (count, median wall and overhead) and the totals.
@@ -20,6 +20,7 @@ Prints a Markdown table per stage, one per stage kind (count, median wall and ov
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -95,10 +96,16 @@ def stage_walls(lines: list[tuple[float, str]], end: float) -> dict[str, float]:
 
 
 def inside_seconds(workdir: Path, job: str) -> float | None:
-    """The time the job measured itself, from its outputs (None when it does not record one)."""
+    """The time the job measured for its own work, from its outputs (None when it records none): train, the
+    epochs of ``history.csv``; evaluate, ``metrics.json`` seconds; prompts, ``meta.json`` seconds."""
     stage, _, key = job.partition("@")
-    files = {"train": workdir / f"data/train/{key}/train_metrics.json",
-             "evaluate": workdir / f"reports/eval/{key}/metrics.json",
+    if stage == "train":
+        path = workdir / f"data/train/{key}/history.csv"
+        if not path.is_file():
+            return None
+        with open(path, newline="", encoding="utf-8") as f:
+            return sum(float(row["seconds"]) for row in csv.DictReader(f) if row.get("seconds"))
+    files = {"evaluate": workdir / f"reports/eval/{key}/metrics.json",
              "prompts": workdir / f"data/prompts/{key}/meta.json"}
     path = files.get(stage)
     if path is None or not path.is_file():
