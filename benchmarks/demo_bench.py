@@ -14,6 +14,7 @@ Prints a Markdown table per stage, one per stage kind (count, median wall and ov
 
     python benchmarks/demo_bench.py                       # the fast demo once, in a temporary folder
     python benchmarks/demo_bench.py --profile full --keep /tmp/demo_full
+    python benchmarks/demo_bench.py --keep /tmp/demo && python benchmarks/demo_bench.py --profile full --reuse /tmp/demo
     python benchmarks/demo_bench.py --log /tmp/demo_full/demo_bench.log --workdir /tmp/demo_full
 """
 
@@ -53,15 +54,18 @@ def project_copy(dest: Path) -> Path:
 
 def run_demo(workdir: Path, profile: str) -> tuple[list[tuple[float, str]], float]:
     """Run ``occreid profile`` + ``dvc repro`` in ``workdir``; (time-stamped output lines, wall seconds). The
-    lines are also written to ``workdir/demo_bench.log`` (``<seconds since start>\\t<line>``)."""
+    lines are also written to ``workdir/demo_bench.log`` (``<seconds since start>\\t<line>``; in a reused
+    folder ``demo_bench.log.<profile>``)."""
     env = {**os.environ, "PYTHONPATH": str(workdir), "OCCREID_PROJECT_ROOT": str(workdir), "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's own store, as a fresh clone has
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=workdir, env=env, check=True)
+    if not (workdir / ".dvc").is_dir():
+        subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=workdir, env=env, check=True)
     lines: list[tuple[float, str]] = []
     start = time.perf_counter()
-    with open(workdir / LOG_NAME, "w", encoding="utf-8") as log:
+    with open(workdir / f"{LOG_NAME}.{profile}" if (workdir / LOG_NAME).exists() else workdir / LOG_NAME, "w",
+              encoding="utf-8") as log:
         for cmd in (["occreid", "profile", profile], ["dvc", "repro"]):
             proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1)
@@ -75,8 +79,7 @@ def run_demo(workdir: Path, profile: str) -> tuple[list[tuple[float, str]], floa
                     print(f"{t:7.1f} s  {RUNNING.search(line).group(0)}", flush=True)
             if proc.wait() != 0:
                 raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}); log: {workdir / LOG_NAME}")
-    wall = time.perf_counter() - start
-    with open(workdir / LOG_NAME, "a", encoding="utf-8") as log:
+        wall = time.perf_counter() - start
         log.write(f"{wall:.3f}\t[demo_bench] end\n")
     return lines, wall
 
@@ -163,6 +166,9 @@ def main() -> None:
     ap.add_argument("--profile", default="fast", help="params.yaml profile: fast (make demo) or full (make demo-full)")
     ap.add_argument("--repeats", type=int, default=1, help="fresh runs; times are medians over them")
     ap.add_argument("--keep", type=Path, default=None, help="run in this folder (must not exist) and keep it")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="run in this earlier run's folder (e.g. --profile full after the fast demo): only the "
+                         "jobs the profile adds run, and only they are timed")
     ap.add_argument("--log", type=Path, default=None, help="re-read the log of an earlier run instead of running")
     ap.add_argument("--workdir", type=Path, default=None, help="with --log: the run's folder (for 'inside' times)")
     args = ap.parse_args()
@@ -170,6 +176,10 @@ def main() -> None:
     if args.log is not None:
         lines, wall = read_log(args.log)
         report([collect(lines, wall, args.workdir or args.log.parent)])
+        return
+    if args.reuse is not None:
+        lines, wall = run_demo(args.reuse, args.profile)
+        report([collect(lines, wall, args.reuse)])
         return
     runs = []
     for i in range(args.repeats):

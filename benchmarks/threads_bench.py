@@ -24,15 +24,20 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {  # name -> (torch threads, extra environment)
     "1 thread": (1, {}),
     "2 threads, OpenMP's default wait (spin, then sleep)": (2, {}),
     "2 threads, passive wait (stages' default)": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "2 threads, short spin (GOMP_SPINCOUNT=20000)": (2, {"GOMP_SPINCOUNT": "20000"}),
+    "2 threads, short spin (GOMP_SPINCOUNT=2000)": (2, {"GOMP_SPINCOUNT": "2000"}),
 }
-METHODS = {  # the demo's models (params.yaml): ViT baseline and DPM on vit_tiny_p8 at 64x32, P x K = 8 x 4
-    "vit": {"backbone": {"name": "vit_tiny_p8", "img_size": [64, 32]}},
-    "dpm": {"backbone": {"name": "vit_tiny_p8", "img_size": [64, 32]}, "neck_feat": "after", "arc_margin": 0.2},
+DEMO_MODEL = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["model"]["name"]
+METHODS = {  # the demo's models (params.yaml's `model`): ViT baseline and DPM at 64x32, P x K = 8 x 4
+    "vit": {"backbone": {"name": DEMO_MODEL, "img_size": [64, 32]}},
+    "dpm": {"backbone": {"name": DEMO_MODEL, "img_size": [64, 32]}, "neck_feat": "after", "arc_margin": 0.2},
 }
 
 
@@ -63,8 +68,9 @@ def child(method: str, threads: int, steps: int) -> None:
 
 def measure(method: str, threads: int, env: dict, steps: int) -> list[float]:
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    if "OMP_WAIT_POLICY" not in env:
-        full_env.pop("OMP_WAIT_POLICY", None)
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):  # only what the setting says
+        if name not in env:
+            full_env.pop(name, None)
     out = subprocess.run([sys.executable, __file__, "--child", method, str(threads), str(steps)], env=full_env,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -98,7 +104,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
-    print(f"{os.cpu_count()} CPUs; demo batch 32 x 3 x 64 x 32; each setting in its own process")
+    print(f"{os.cpu_count()} CPUs; {DEMO_MODEL}, demo batch 32 x 3 x 64 x 32; each setting in its own process")
     table("The machine as it is (idle, if nothing else runs):", args.steps, args.repeats)
     if args.busy:
         stop = multiprocessing.Event()
