@@ -6,6 +6,7 @@
     occreid preset list | apply NAME  paper presets: list them / merge one into params.yaml, re-render dvc.yaml
     occreid evaluate-checkpoint --preset NAME --weights FILE   a released model through the DAG, beside the paper
     occreid replicate EXP --seeds 1 2 seed replicates of EXP (its table row becomes mean ± sd over the seeds)
+    occreid profile [NAME]            list the profiles / switch to one (fast: make demo, full: make demo-full)
     occreid prepare|train|evaluate|tables ...   run one stage (same as python -m stages.<name> ...)
 
 Why here and not in the stages: ``dvc repro`` and ``snakemake`` run the stages; these commands are for the
@@ -211,6 +212,42 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Without a name: list the profiles (the active one starred). With one: set ``profile`` in params.yaml
+    (comments kept; only when it changes) and re-render dvc.yaml, so ``dvc repro`` runs that profile's
+    experiments — what ``make demo`` (fast) and ``make demo-full`` (full) do first."""
+    from occreid.io import write_text
+    from stages import render_dvc
+    from stages.params import read_yaml
+    from stages.profiles import profiles_of, selected_experiments, unknown_names, with_profile
+
+    root = Path(args.root)
+    params_file = root / "params.yaml"
+    params = read_yaml(params_file)
+    total = len(params.get("experiments") or {})
+    if args.name is None:
+        active = params.get("profile")
+        experiments = params.get("experiments") or {}
+        unknown = unknown_names(params, str(params_file))
+        for name, left in profiles_of(params, str(params_file)).items():
+            runs = sum(e not in left for e in experiments)
+            note = f" (leave_out names no experiment: {', '.join(unknown[name])})" if name in unknown else ""
+            print(f"{'*' if name == active else ' '} {name}: {runs} of {total} experiments{note}")
+        if active is None:
+            print(f"* (profile: null) every experiment: {total}")
+        return 0
+    if params.get("profile") != args.name:
+        selected_experiments({**params, "profile": args.name}, str(params_file))  # a known profile, or an error
+        write_text(params_file, with_profile(params_file.read_text(encoding="utf-8"), args.name, params_file))
+    expected = render_dvc.render_text(params_file)
+    dvc_file = root / render_dvc.DVC_FILE
+    if not dvc_file.is_file() or dvc_file.read_text(encoding="utf-8") != expected:
+        render_dvc.write(root)
+    chosen = selected_experiments(read_yaml(params_file), str(params_file))
+    print(f"profile {args.name}: {len(chosen)} of {total} experiments in {dvc_file}; run `dvc repro`")
+    return 0
+
+
 def stage_runner(stage: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from stages.common import run as run_stage
@@ -268,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--seeds", type=int, nargs="+", required=True, help="train.seed of each replicate")
     rep.add_argument("--root", default=".", help="project folder (default: .)")
     rep.set_defaults(func=cmd_replicate)
+
+    prof = sub.add_parser("profile", help="list the profiles, or switch params.yaml / dvc.yaml to one "
+                                          "(fast: make demo, full: make demo-full)")
+    prof.add_argument("name", nargs="?", default=None, help="a key of params.yaml 'profiles'")
+    prof.add_argument("--root", default=".", help="project folder (default: .)")
+    prof.set_defaults(func=cmd_profile)
 
     for alias, stage in STAGE_ALIASES.items():
         p = sub.add_parser(alias, help=f"run stage {stage} (python -m stages.{stage} ARGS)", add_help=False)

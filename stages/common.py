@@ -24,6 +24,7 @@ from typing import Any, Callable, Literal, Mapping, TypeVar
 from occreid.errors import OccreidError, did_you_mean
 
 from .params import PARAMS_FILE, from_dict, merge, read_yaml
+from .profiles import PROFILE_KEYS, selected_experiments
 from .registry import DATASET_STAGES, ORDER, STAGES, Job, build_plan, config_key, config_of, experiments_of
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ def validate(params: Mapping, source: str | Path = PARAMS_FILE) -> None:
 
 
 def _validate(params: Mapping, source: str) -> None:
-    known = {"seed", "datasets", "methods", "experiments", DATASET_STAGES, *SECTIONS}
+    known = {"seed", "datasets", "methods", "experiments", DATASET_STAGES, *PROFILE_KEYS, *SECTIONS}
     for key in params:
         if key not in known:
             raise OccreidError(f"unknown params key '{key}'", path=source, fix=did_you_mean(str(key), known))
@@ -150,6 +151,7 @@ def _validate(params: Mapping, source: str) -> None:
         check_method_inputs(params, name, spec, resolved["methods"], source)
         if spec.replicate_of is not None:
             check_replicate(params, name, spec, resolved["train"].seed, source)
+    selected_experiments(params, source)  # the profile and its leave_out lists
     plan = build_plan(params, source)
     for job in plan.jobs:
         for key in job.params:
@@ -442,10 +444,30 @@ def load(stage: str, key: str | None = None, path: str | Path = PARAMS_FILE, *, 
 
 
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
-    """Run a stage's ``main``: logging to stderr; an :class:`OccreidError` prints its message and exits 2."""
+    """Run a stage's ``main``: logging to stderr; an :class:`OccreidError` prints its message and exits 2.
+    A stage run as its own process (``python -m stages.<name>``) that succeeded ends with :func:`exit_now`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         main(argv)
     except OccreidError as e:
         print(f"error: {e.message}", file=sys.stderr)
         raise SystemExit(2) from None
+    if getattr(main, "__module__", None) == "__main__":
+        exit_now(0)
+
+
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown: its atexit handlers run (MLflow, logging, DataLoader
+    workers), the streams are flushed, then ``os._exit``. Tearing down the modules of torch, torchvision, timm
+    and MLflow takes 1-2 s per process, paid by every job of the DAG for nothing (the outputs are written and
+    closed by then); 30+ jobs make it a minute of the demo (benchmarks/demo_bench.py)."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()  # public since Python 3.0, named with an underscore
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -49,6 +49,7 @@ from typing import Literal, Mapping
 
 from occreid.errors import OccreidError, did_you_mean
 from occreid.registry import Registry
+from stages.profiles import selected_experiments
 
 FanOut = Literal["dataset", "experiment"] | None
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # experiment/dataset names: used in paths, DVC keys and params keys
@@ -229,6 +230,7 @@ declare(Stage(
     outs=(Out("reports/tables", directory=True),),
     # The base sections too: a sweep row that does not override the swept key is plotted at its base value.
     params=("tables", "experiments", "model", "train", "methods", "evaluate", "spt"),
+    side_params=("profile", "profiles"),  # which tables to render; the selection is already in the deps
     resources=Resources(cpus=1, mem_mb=2000, runtime=15),
 ))
 
@@ -535,6 +537,7 @@ def build_plan(params: Mapping, source: str = "params.yaml") -> Plan:
     per-dataset stages for exactly the datasets (and variants) some job depends on (walking dependencies
     backwards)."""
     exps = experiments_of(params, source)
+    exps = {name: exps[name] for name in selected_experiments(params, source)}  # the active profile's (profiles.py)
     jobs: dict[str, Job] = {}
     for name in ORDER:
         stage = STAGES.get(name)

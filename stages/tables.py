@@ -9,12 +9,15 @@ every experiment's ``reports/eval/<experiment>/metrics.json``, then writes ``rep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
 from occreid.reports import TablesConfig, build_reports
+from occreid.reports.spec import table_specs
 from stages import common
 from stages.params import PARAMS_FILE
+from stages.profiles import PROFILE_KEYS, selected_experiments, tables_in_profile
 
 log = logging.getLogger("stages.tables")
 EVAL_DIR = Path("reports/eval")
@@ -29,7 +32,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = common.load("tables", path=args.params)
     cfg = params.section(TablesConfig, "tables")
-    experiments = params.get("experiments")
+    selected = selected_experiments({k: params.get(k, None) for k in (*PROFILE_KEYS, "experiments")}, args.params)
+    experiments = {name: spec for name, spec in params.get("experiments").items() if name in selected}
+    kept, dropped = tables_in_profile(table_specs(cfg, str(args.params)), selected)
+    if dropped:
+        log.info("profile %s: leaving out table(s) %s (rows not in the profile)", params.get("profile", None),
+                 ", ".join(dropped))
+        cfg = dataclasses.replace(cfg, tables=kept)
     base = {section: params.get(section, {}) for section in common.OVERRIDABLE}  # sweep rows at the default
     written = build_reports(cfg, experiments, args.eval_dir, args.out, source=str(args.params), base=base)
     log.info("tables stage done: %d files in %s", len(written), Path(args.out).resolve())

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    text = (ROOT / "params.yaml").read_text().replace("\nprofile: fast\n", "\nprofile: full\n")  # every experiment
+    (tmp_path / "params.yaml").write_text(text)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/some/mlflow.db")
     return tmp_path

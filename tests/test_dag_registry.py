@@ -32,7 +32,7 @@ DEMO_SPT = [f"spt_sets@synthocc-{v}" for v in ("alpha1-0p5", "alpha1-0p9", "alph
 
 
 def test_demo_plan_jobs_edges_and_params_keys():
-    plan = reg.build_plan(read_yaml(ROOT / "params.yaml"))
+    plan = reg.build_plan({**read_yaml(ROOT / "params.yaml"), "profile": "full"})  # the whole demo
     assert [j.id for j in plan.jobs] == (
         ["prepare_data@synthocc", "prompts@synthocc", "saliency@synthocc", *DEMO_SPT, "occluders@synthocc"]
         + [f"train@{e}" for e in DEMO_EXPERIMENTS] + [f"evaluate@{e}" for e in DEMO_EXPERIMENTS] + ["tables"])
@@ -136,7 +136,7 @@ def test_rendered_foreach_pads_need_slots_with_the_prepared_folder(with_prompts_
 
 
 def test_rendered_dvc_yaml_declares_outs_flags_metrics_and_plots():
-    doc = render_dvc.render(reg.build_plan(read_yaml(ROOT / "params.yaml")))
+    doc = render_dvc.render(reg.build_plan({**read_yaml(ROOT / "params.yaml"), "profile": "full"}))
     assert list(doc["stages"]) == ["prepare_data", "prompts", "saliency", "spt_sets", "occluders", "train", "evaluate",
                                    "tables"]
     assert doc["stages"]["prepare_data"]["foreach"] == ["synthocc"]

@@ -21,7 +21,7 @@ from stages.registry import build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = read_yaml(ROOT / "params.yaml")
-CLIP = {"name": "clip_tiny_p8", "pretrained": None, "img_size": [64, 32], "stride": None, "sie": True,
+CLIP = {"name": "clip_mini_p8", "pretrained": None, "img_size": [64, 32], "stride": None, "sie": True,
         "sie_coef": 1.0, "sie_mode": "cls", "drop_path": None, "taps": None}  # the demo dpmpp rows' backbone
 
 
@@ -52,7 +52,7 @@ def test_a_dataset_with_its_own_settings_reads_them_on_the_code_defaults(tmp_pat
     cfg, model = prompts.load_params("market1501", path)
     assert cfg.epochs == 3 and cfg.batch_size == PromptsConfig().batch_size != DEMO["prompts"]["batch_size"]
     assert cfg.interpolation == PromptsConfig().interpolation != DEMO["prompts"]["interpolation"]
-    assert model.name == "clip_tiny_p8"
+    assert model.name == "clip_mini_p8"
     sal, _ = saliency.load_params("market1501", path)
     assert sal.grid == [8, 4] and sal.backend == SaliencyConfig().backend
     spt = spt_sets.load_params("market1501", path=path)

@@ -36,6 +36,8 @@ from occreid.augment.config import TransferConfig
 from occreid.augment.erasing import cut_paste, random_erase
 from occreid.augment.partners import PartnerTable, SptSets
 from occreid.augment.transfer import transfer_image
+from occreid.data.batch_augment import BatchTrainTransform
+from occreid.data.cache import DecodedImages
 from occreid.data.loader import read_image
 from occreid.data.records import Record
 from occreid.data.sampler import PKBatchSampler
@@ -136,11 +138,16 @@ class OcclusionPairSampler(Sampler[list[PairItem]]):
 
 class PairedTransferDataset(Dataset):
     """Items are :class:`PairItem` → batch dicts (module docstring). ``transform`` is the training transform
-    (PIL → normalised tensor); ``plain_transform`` (resize + normalise) serves token-space items."""
+    (PIL → normalised tensor); ``plain_transform`` (resize + normalise) serves token-space items.
+
+    ``images``: the decoded-image cache of ``records`` (:mod:`occreid.data.cache`), read instead of the files;
+    ``batch_transform`` (the same augmentation as ``transform``, :mod:`occreid.data.batch_augment`) then
+    augments a pixel-space batch at once. The items are the same either way."""
 
     def __init__(self, records: Sequence[Record], transform: Callable, cfg: TransferConfig, *,
                  sets: SptSets | None = None, img_size: Sequence[int] = (256, 128),
-                 plain_transform: Callable | None = None):
+                 plain_transform: Callable | None = None, images: DecodedImages | None = None,
+                 batch_transform: BatchTrainTransform | None = None):
         if cfg.mode == "spt" and sets is None:
             raise OccreidError("transfer mode 'spt' needs the partner table", fix="run the spt_sets stage and pass it")
         if cfg.space == "token" and plain_transform is None:
@@ -148,45 +155,75 @@ class PairedTransferDataset(Dataset):
         self.records, self.transform, self.cfg, self.sets = list(records), transform, cfg, sets
         self.plain_transform = plain_transform
         self.size = tuple(sets.geometry.img_size) if sets is not None else tuple(img_size)
+        self.images = images
+        self.batch_transform = batch_transform if images is not None and cfg.space == "pixel" else None
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def _view(self, item: PairItem) -> torch.Tensor:
-        rec = self.records[item.index]
-        rng = np.random.default_rng(item.seed)
+    def _rgb(self, index: int, size: Sequence[int]) -> np.ndarray:
+        """``load_rgb`` of record ``index`` at ``size``, from the cache when it holds that size."""
+        cached = self.images.rgb(index, size) if self.images is not None else None
+        return cached if cached is not None else load_rgb(self.records[index].path, size)
+
+    def _pil(self, index: int) -> Image.Image:
+        return self.images.pil(index) if self.images is not None else read_image(self.records[index].path)
+
+    def _pixels(self, item: PairItem) -> Image.Image:
+        """The view before the training transform: the transferred / pasted image, or the image itself."""
         if item.kind == SPT:
             geometry = self.sets.geometry
-            x_i = load_rgb(rec.path, geometry.img_size)
-            x_j = load_rgb(self.records[item.partner].path, geometry.img_size)
-            out, _ = transfer_image(x_i, x_j, self.sets.masks[item.partner], item.roll, geometry)
-            return self.transform(Image.fromarray(out))
+            out, _ = transfer_image(self._rgb(item.index, geometry.img_size), self._rgb(item.partner, geometry.img_size),
+                                    self.sets.masks[item.partner], item.roll, geometry)
+            return Image.fromarray(out)
         if item.kind == CUT_PASTE:
-            x_i = load_rgb(rec.path, self.size)
-            x_j = load_rgb(self.records[item.partner].path, self.size)
-            return self.transform(Image.fromarray(cut_paste(x_i, x_j, rng, self.cfg.boxes)[0]))
-        image = self.transform(read_image(rec.path))
-        return random_erase(image, rng, self.cfg.boxes)[0] if item.kind == ERASE else image
+            rng = np.random.default_rng(item.seed)
+            return Image.fromarray(cut_paste(self._rgb(item.index, self.size), self._rgb(item.partner, self.size),
+                                             rng, self.cfg.boxes)[0])
+        return self._pil(item.index)
+
+    def _finish(self, item: PairItem, image: torch.Tensor) -> torch.Tensor:
+        """What follows the training transform: the random-erasing baseline's box."""
+        if item.kind == ERASE:
+            return random_erase(image, np.random.default_rng(item.seed), self.cfg.boxes)[0]
+        return image
+
+    def _view(self, item: PairItem) -> torch.Tensor:
+        return self._finish(item, self.transform(self._pixels(item)))
+
+    def _fields(self, item: PairItem) -> dict:
+        rec = self.records[item.index]
+        return {"pid": rec.pid, "camid": rec.camid, "index": item.index, "pair_id": item.pair_id,
+                "is_transferred": item.kind != HOLISTIC, "partner": item.partner, "roll": item.roll}
 
     def __getitem__(self, item: PairItem) -> dict:
         item = PairItem(*item)
-        rec = self.records[item.index]
-        out = {"pid": rec.pid, "camid": rec.camid, "index": item.index, "pair_id": item.pair_id,
-               "is_transferred": item.kind != HOLISTIC, "partner": item.partner, "roll": item.roll}
+        out = self._fields(item)
         if self.cfg.space == "token":
             return {**out, **self._token_item(item)}
         return {"image": self._view(item), **out}
 
+    def __getitems__(self, items: list[PairItem]) -> list[dict]:
+        """A batch: with the batched transform (every view at the training size), augmented at once."""
+        items = [PairItem(*item) for item in items]
+        if self.batch_transform is None:
+            return [self[item] for item in items]
+        pixels = [np.asarray(self._pixels(item)) for item in items]
+        if any(p.shape[:2] != self.batch_transform.size for p in pixels):  # e.g. partner masks at another size
+            return [{"image": self._finish(item, self.transform(Image.fromarray(p))), **self._fields(item)}
+                    for item, p in zip(items, pixels)]
+        images = self.batch_transform(torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous())
+        return [{"image": self._finish(item, image), **self._fields(item)} for item, image in zip(items, images)]
+
     def _token_item(self, item: PairItem) -> dict:
-        rec = self.records[item.index]
         grid = self.sets.geometry.grid  # token space implies mode "spt", which requires the sets
         if item.kind != SPT:
-            image = self.transform(read_image(rec.path))
+            image = self.transform(self._pil(item.index))
             return {"image": image, "partner_image": torch.zeros_like(image),
                     "partner_mask": torch.ones(grid, dtype=torch.bool)}
         size = self.sets.geometry.img_size
-        image = self.plain_transform(Image.fromarray(load_rgb(rec.path, size)))
-        partner = self.plain_transform(Image.fromarray(load_rgb(self.records[item.partner].path, size)))
+        image = self.plain_transform(Image.fromarray(self._rgb(item.index, size)))
+        partner = self.plain_transform(Image.fromarray(self._rgb(item.partner, size)))
         return {"image": image, "partner_image": partner,
                 "partner_mask": torch.from_numpy(np.ascontiguousarray(self.sets.masks[item.partner]))}
 

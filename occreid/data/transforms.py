@@ -69,12 +69,20 @@ def _to_normalized_tensor(cfg: TransformConfig) -> list[Callable]:
     ]
 
 
-def train_transform_stages(cfg: TransformConfig) -> tuple[Callable, Callable, Callable | None]:
-    """The three stages of :func:`build_train_transform`: (PIL -> resized, flipped, cropped, jittered PIL;
-    PIL -> normalised tensor; random erasing of that tensor, or None when off). For a method that acts between
-    them (DPEFormer pastes occluders onto the augmented PIL image before the tensor conversion)."""
+def train_resize(cfg: TransformConfig) -> v2.Resize:
+    """The training resize (the first op of :func:`build_train_transform`; also what the decoded-image cache
+    of :mod:`occreid.data.cache` stores, which makes this op the identity on cached images)."""
+    return v2.Resize(tuple(cfg.size), interpolation=_INTERPOLATION[cfg.interpolation], antialias=True)
+
+
+def random_erasing(cfg: TransformConfig) -> RandomErasing:
+    """timm's RandomErasing as the training transform applies it (on the normalised tensor)."""
+    return RandomErasing(probability=cfg.random_erasing_p, mode=cfg.erasing_mode, max_count=1, device="cpu")
+
+
+def _geometric_ops(cfg: TransformConfig) -> list[Callable]:
     size = tuple(cfg.size)
-    ops: list[Callable] = [v2.Resize(size, interpolation=_INTERPOLATION[cfg.interpolation], antialias=True)]
+    ops: list[Callable] = [train_resize(cfg)]
     if cfg.flip_p > 0:
         ops.append(v2.RandomHorizontalFlip(p=cfg.flip_p))
     if cfg.pad > 0:
@@ -82,16 +90,34 @@ def train_transform_stages(cfg: TransformConfig) -> tuple[Callable, Callable, Ca
     if cfg.color_jitter is not None:
         b, c, s, h = cfg.color_jitter
         ops.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
-    erasing = None
+    return ops
+
+
+def train_transform_stages(cfg: TransformConfig) -> tuple[Callable, Callable, Callable | None]:
+    """The three stages of :func:`build_train_transform`: (PIL -> resized, flipped, cropped, jittered PIL;
+    PIL -> normalised tensor; random erasing of that tensor, or None when off). For a method that acts between
+    them (DPEFormer pastes occluders onto the augmented PIL image before the tensor conversion)."""
+    erasing = random_erasing(cfg) if cfg.random_erasing_p > 0 else None
+    return v2.Compose(_geometric_ops(cfg)), v2.Compose(_to_normalized_tensor(cfg)), erasing
+
+
+class TrainTransform(v2.Compose):
+    """The per-image training pipeline of :func:`build_train_transform`, remembering its ``config``: a loader
+    given this transform knows what it does, so it may decode the images once at the training size
+    (:mod:`occreid.data.cache`) and run the same augmentation on a whole batch (:mod:`occreid.data.batch_augment`)."""
+
+    def __init__(self, ops: list[Callable], config: TransformConfig):
+        super().__init__(ops)
+        self.config = config
+
+
+def build_train_transform(cfg: TransformConfig) -> TrainTransform:
+    """PIL image -> augmented, normalised float tensor [3, H, W] (the stages of :func:`train_transform_stages`
+    in one pipeline, drawing the same random numbers)."""
+    ops = _geometric_ops(cfg) + _to_normalized_tensor(cfg)
     if cfg.random_erasing_p > 0:
-        erasing = RandomErasing(probability=cfg.random_erasing_p, mode=cfg.erasing_mode, max_count=1, device="cpu")
-    return v2.Compose(ops), v2.Compose(_to_normalized_tensor(cfg)), erasing
-
-
-def build_train_transform(cfg: TransformConfig) -> Callable:
-    """PIL image -> augmented, normalised float tensor [3, H, W]."""
-    geometric, to_tensor, erasing = train_transform_stages(cfg)
-    return v2.Compose([geometric, to_tensor] + ([erasing] if erasing is not None else []))
+        ops.append(random_erasing(cfg))
+    return TrainTransform(ops, cfg)
 
 
 def build_test_transform(cfg: TransformConfig) -> Callable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from occreid.data.loader import LoaderConfig
 from occreid.data.transforms import TransformConfig
 from occreid.errors import OccreidError
 
@@ -105,6 +106,7 @@ class TrainConfig:
     deterministic: bool = True  # deterministic kernels (cuDNN); CPU runs are bit-reproducible either way
     transforms: TransformConfig = field(default_factory=TransformConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)  # torchrun processes (one: off)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)  # image cache, worker options (no effect on results)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "ids_per_batch", "images_per_id", "checkpoint_period", "keep_checkpoints", "log_period"):

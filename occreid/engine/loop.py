@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from occreid.data.loader import build_train_loader
+from occreid.data.loader import build_train_loader, train_dataloader
 from occreid.data.records import Record, Splits
 from occreid.data.transforms import build_train_transform
 from occreid.engine import checkpoint as ck
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _LOADER_STREAM = 1  # derive_seed key of the loader's worker-seed stream
-_NO_EFFECT = ("log_period", "checkpoint_period", "keep_checkpoints", "eval_period")  # may change on resume
+_NO_EFFECT = ("log_period", "checkpoint_period", "keep_checkpoints", "eval_period", "loader")  # may change on resume
 
 
 def _fingerprint(method: ReIDMethod, records: Sequence[Record], cfg: TrainConfig) -> str:
@@ -105,14 +104,11 @@ def _train_loader(method: ReIDMethod, records: list[Record], cfg: TrainConfig, *
     if custom is None:
         return build_train_loader(
             records, transform, ids_per_batch=cfg.ids_per_batch, images_per_id=cfg.images_per_id,
-            seed=cfg.seed, num_workers=cfg.num_workers, pin_memory=pin_memory, shard=shard,
+            seed=cfg.seed, num_workers=cfg.num_workers, pin_memory=pin_memory, shard=shard, options=cfg.loader,
         )
     dataset, sampler = custom
-    sampler = shard(sampler)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin_memory,
-                        generator=generator)
-    return loader, sampler, generator
+    return train_dataloader(dataset, shard(sampler), seed=cfg.seed, num_workers=cfg.num_workers,
+                            pin_memory=pin_memory, options=cfg.loader)
 
 
 def fit(

@@ -39,6 +39,7 @@ from occreid.augment.pairing import OcclusionPairSampler, PairedTransferDataset,
 from occreid.augment.partners import SptSets, load_spt_sets
 from occreid.augment.transfer import transfer_tokens
 from occreid.config import merge
+from occreid.data.cache import train_images
 from occreid.data.records import Record
 from occreid.data.sampler import PKBatchSampler
 from occreid.data.transforms import build_test_transform
@@ -311,7 +312,9 @@ class DPMPPMethod(DPMMethod):
         sampler_cls = OcclusionPairSampler if mc.pairing else ReplacementSampler
         sampler = sampler_cls(base, pids, t, sets.table if sets is not None else None)
         plain = build_test_transform(cfg.transforms) if t.space == "token" else None
-        dataset = PairedTransferDataset(records, transform, t, sets=sets, img_size=self.img_size, plain_transform=plain)
+        images, batch_transform = train_images(records, transform, cfg.loader)  # per train.loader.cache
+        dataset = PairedTransferDataset(records, transform, t, sets=sets, img_size=self.img_size, plain_transform=plain,
+                                        images=images, batch_transform=batch_transform)
         return dataset, sampler
 
     def partner_table(self, records: Sequence[Record]) -> SptSets:

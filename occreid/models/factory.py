@@ -119,6 +119,12 @@ register_backbone(BackboneSpec(
     name="vit_tiny_p8", family="vit", source="vit_base_patch16_224",
     arch=dict(embed_dim=96, depth=4, num_heads=4, patch_size=8), taps=(1, 2, 3, 4), drop_path=0.0,
 ))
+# The CPU demo's model since the 10-minute demo: vit_tiny_p8 at width 64 (4 heads of 16). A DPM training step
+# costs half of vit_tiny_p8's (the mask generator's first conv, 4 taps x D -> 2D, dominates it and scales with D^2).
+register_backbone(BackboneSpec(
+    name="vit_mini_p8", family="vit", source="vit_base_patch16_224",
+    arch=dict(embed_dim=64, depth=4, num_heads=4, patch_size=8), taps=(1, 2, 3, 4), drop_path=0.0,
+))
 register_backbone(BackboneSpec(
     name="vit_small_patch16_224", family="vit", source="vit_small_patch16_224",
     taps=(2, 4, 10, 12), drop_path=0.1, default_tag="augreg_in21k_ft_in1k",
