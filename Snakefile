@@ -104,4 +104,5 @@ for stage in PLAN.stages():
         conda:
             "environment.yml"
         shell:
-            "{params.cmd} 2>&1 | tee {log}"
+            # jobs may run side by side: OpenMP threads sleep instead of spinning (stages/__init__.py)
+            "export OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}}; {params.cmd} 2>&1 | tee {log}"

@@ -86,9 +86,12 @@ def run_demo(workdir: Path, profile: str) -> tuple[list[tuple[float, str]], floa
 
 def read_log(path: Path) -> tuple[list[tuple[float, str]], float]:
     lines = []
-    for row in path.read_text(encoding="utf-8").splitlines():
+    for row in path.read_text(encoding="utf-8").split("\n"):  # not splitlines: a line may hold tqdm's \r redraws
         t, _, text = row.partition("\t")
-        lines.append((float(t), text))
+        try:
+            lines.append((float(t), text))
+        except ValueError:  # not a time-stamped line (e.g. an empty last line)
+            continue
     return lines, lines[-1][0] if lines else 0.0
 
 

@@ -3,8 +3,8 @@
 Why: torch runs its CPU ops on OpenMP threads (as many as cores). Between ops, idle OpenMP threads *spin*
 (GNU OpenMP's default): on an idle 2-core machine that is the fastest, but when other processes want the
 cores the two spinning threads fight them and a tiny model's step gets several times slower. Waiting
-passively (``OMP_WAIT_POLICY=PASSIVE``, what the pipeline's stages set unless the environment says
-otherwise: ``stages/__init__.py``) or one thread avoids that. This prints, per setting, the median and the
+passively (``OMP_WAIT_POLICY=PASSIVE``, what the Snakefile sets for its jobs, which may run side by side;
+``dvc repro`` runs one stage at a time and keeps OpenMP's default: ``stages/__init__.py``) or one thread avoids that. This prints, per setting, the median and the
 best step time of the demo's ViT and DPM models (random batch of the demo's size; no data loading), first
 on the machine as it is, then with ``--busy N`` CPU-bound background processes running (a loaded machine).
 Each setting runs in its own process (OpenMP reads the variables at start-up).
@@ -29,8 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {  # name -> (torch threads, extra environment)
     "1 thread": (1, {}),
-    "2 threads, OpenMP's default wait (spin, then sleep)": (2, {}),
-    "2 threads, passive wait (stages' default)": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "2 threads, OpenMP's default wait (spin, then sleep; dvc repro)": (2, {}),
+    "2 threads, passive wait (Snakemake jobs)": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
     "2 threads, short spin (GOMP_SPINCOUNT=20000)": (2, {"GOMP_SPINCOUNT": "20000"}),
     "2 threads, short spin (GOMP_SPINCOUNT=2000)": (2, {"GOMP_SPINCOUNT": "2000"}),
 }
