@@ -64,6 +64,7 @@ def bare_step(method, cfg, records, repeats: int, warmup: int) -> tuple[float, i
     from occreid.data.transforms import build_train_transform
     from occreid.engine import TrainContext, build_optimizer
 
+    method.before_training(records, cfg)  # as fit does (e.g. DPEFormer's memory bank)
     transform = build_train_transform(cfg.transforms)
     custom = method.train_data(records, transform, cfg, cfg.seed)
     if custom is None:

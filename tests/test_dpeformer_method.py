@@ -9,6 +9,7 @@ from PIL import Image
 
 from occreid.augment.views import TwoViewDataset
 from data_fixtures import toy_person_records
+from engine_fixtures import KillAt, Killed
 from occreid.data.records import Record
 from occreid.data.transforms import TransformConfig, train_transform_stages
 from occreid.engine import TrainConfig, fit
@@ -159,21 +160,6 @@ def test_before_training_sets_identity_means(records):
     assert torch.allclose(m.memory_final.bank, identity_means(f.parts.flatten(1), labels, NUM_IDS), atol=1e-5)
 
 
-class Killed(Exception):
-    pass
-
-
-class KillAt:
-    """Simulates a kill during ``epoch`` (after the previous epoch's checkpoint)."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, metrics):
-        if epoch == self.epoch:
-            raise Killed
-
-
 def test_training_is_deterministic_and_resumes_with_its_bank(records, tmp_path):
     cfg = train_config()
     straight = make()
@@ -223,6 +209,26 @@ def test_random_erasing_view_and_train_data(records):
     changed = (item["image"] != item["image_aug"]).any(0)
     assert 0.04 * H * W <= int(changed.sum()) <= 0.41 * H * W  # one box of 5-40 % of the image (the code's)
     assert make(augment={"mode": "none"}).train_data(records, None, train_config(), seed=0) is None
+
+
+@pytest.mark.parametrize("mode", ["random_erasing", "sam"])
+def test_two_views_from_the_decoded_image_cache_are_the_files_views(records, library, mode):
+    """train.loader.cache on: the split is decoded once at the training size (here a real resize, 64x32 files to
+    48x24), and every item of an epoch, both views and the occlusion flag, equals the uncached dataset's."""
+    over = {"augment": {"mode": mode}, "selection": {"k_min": 8}}
+    if mode == "sam":
+        over["occluders"] = library
+    m = make(**over, backbone={"img_size": [48, 24]})
+    items = {}
+    for cache in ("off", "on"):
+        cfg = train_config(transforms={"size": [48, 24]}, loader={"cache": cache})
+        dataset, _ = m.train_data(records, None, cfg, seed=0)
+        assert (dataset.images is not None) == (cache == "on")
+        seed_everything(0)  # torch, random (timm's erasing) and numpy
+        items[cache] = [dataset[i] for i in range(len(records))]
+    for off, on in zip(items["off"], items["on"]):
+        assert off["occluded"] == on["occluded"] and off["pid"] == on["pid"]
+        assert torch.equal(off["image"], on["image"]) and torch.equal(off["image_aug"], on["image_aug"])
 
 
 def test_config_errors():

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from engine_fixtures import KillAt, Killed
 from dpmpp_fixtures import H, W, make_method, person_records, write_partner_table, write_text_features
 from occreid.augment.pairing import OcclusionPairSampler
 from occreid.augment.transfer import transfer_image
@@ -152,19 +153,11 @@ def test_resume_replays_the_same_paired_batches(data, tmp_path, variant):
     over["transfer"] = {**over.get("transfer", {}), "p": 0.7}
     cfg = train_config(transforms={"size": [H, W], "pad": 2, "random_erasing_p": 0.5})
 
-    class Killed(Exception):
-        pass
-
-    class KillAt2:
-        def on_epoch_end(self, epoch, metrics):
-            if epoch == 2:
-                raise Killed
-
     straight = make_method(IDS, **inputs, anchor_epochs=1, **over)
     ref = fit(straight, records, cfg, tmp_path / "straight")
     with pytest.raises(Killed):
         victim = make_method(IDS, **inputs, anchor_epochs=1, **over)
-        fit(victim, records, cfg, tmp_path / "killed", callbacks=[KillAt2()])
+        fit(victim, records, cfg, tmp_path / "killed", callbacks=[KillAt(2)])
     restarted = make_method(IDS, seed=7, **inputs, anchor_epochs=1, **over)
     resumed = fit(restarted, records, cfg, tmp_path / "killed")
     for k, v in straight.state_dict().items():

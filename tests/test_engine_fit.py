@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from data_fixtures import toy_person_records
+from engine_fixtures import KillAt, Killed
 from occreid.data.records import Record
 from occreid.engine import OptimizerSpec, PeriodicEval, TrainConfig, fit, load_model, param_groups, save_model
 from occreid.engine.checkpoint import list_checkpoints, load_checkpoint
@@ -18,7 +19,6 @@ from occreid.methods.vit import VitMethod
 from stages.params import from_dict
 
 NUM_IDS, PER_ID, H, W = 6, 4, 64, 32
-
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +66,6 @@ class TwoStep(VitMethod):
             second = sum(self.losses(batch).values())  # with the updated backbone
         ctx.backward_and_step(second, "neck")
         return {"loss": first.item(), "second": second.item()}
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAt:
-    """Simulates a kill during ``epoch`` (after the previous epoch's checkpoint, before this one's)."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, metrics):
-        if epoch == self.epoch:
-            raise Killed
 
 
 class Recorder:

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from occreid.data.cache import DecodedImages
 from occreid.data.loader import read_image
 from occreid.data.records import Record
 
@@ -41,23 +42,27 @@ class TwoViewDataset(Dataset):
     ``geometric`` (PIL → PIL), ``to_tensor`` (PIL → normalised tensor) and ``erasing`` (tensor → tensor or None)
     are the training pipeline's stages; exactly one of ``occlude`` (on the PIL image) and ``occlude_tensor``
     (on the clean tensor) makes the occluded view, with probability ``p`` (else the view is the clean image).
+    ``images``: the split decoded once at the training size (:mod:`occreid.data.cache`), read instead of the
+    files; ``geometric``'s resize is then the identity, so the items are the same.
     """
 
     def __init__(self, records: Sequence[Record], geometric: Callable, to_tensor: Callable,
                  erasing: Callable | None, *, occlude: Occluder | None = None,
-                 occlude_tensor: TensorOccluder | None = None, p: float = 1.0):
+                 occlude_tensor: TensorOccluder | None = None, p: float = 1.0,
+                 images: DecodedImages | None = None):
         if (occlude is None) == (occlude_tensor is None):
             raise ValueError("give exactly one of occlude (PIL) and occlude_tensor")
         self.records = list(records)
         self.geometric, self.to_tensor, self.erasing = geometric, to_tensor, erasing
         self.occlude, self.occlude_tensor, self.p = occlude, occlude_tensor, float(p)
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
         rec = self.records[index]
-        pil = self.geometric(read_image(rec.path))
+        pil = self.geometric(self.images.pil(index) if self.images is not None else read_image(rec.path))
         clean = self.to_tensor(pil)
         occluded = bool(torch.rand(()) < self.p)
         if not occluded:

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from occreid.augment.config import CutPasteConfig
 from occreid.augment.erasing import random_erase
 from occreid.augment.views import TwoViewDataset, draw_rng
+from occreid.data.cache import decode_train_images
 from occreid.data.loader import ImageDataset
 from occreid.data.records import Record
 from occreid.data.sampler import PKBatchSampler
@@ -345,7 +346,8 @@ class DPEFormerMethod(ReIDMethod):
             kwargs["occlude_tensor"] = lambda image: random_erase(image, draw_rng(), aug.erasing)[0]
         else:
             kwargs["occlude"] = self.paste_transform(aug.mode)
-        dataset = TwoViewDataset(records, geometric, to_tensor, erasing, p=aug.p, **kwargs)
+        images = decode_train_images(records, cfg.transforms, cfg.loader)  # per train.loader.cache
+        dataset = TwoViewDataset(records, geometric, to_tensor, erasing, p=aug.p, images=images, **kwargs)
         sampler = PKBatchSampler([r.pid for r in records], cfg.ids_per_batch, cfg.images_per_id, seed=seed)
         return dataset, sampler
 
