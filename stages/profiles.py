@@ -4,7 +4,7 @@
 experiment runs (so an experiment a preset or ``occreid replicate`` adds runs in every profile, without
 editing the lists; a listed name that is no experiment is ignored, and ``occreid profile`` points it out).
 ``profile: null`` runs them all. The demo: ``fast`` (``make demo``) leaves out the seed
-replicates, the α1/α2 sweeps and DPM's Table 4 rows; ``full`` (``make demo-full``) leaves out nothing.
+replicates, the α1/α2 sweeps, DPM's Table 4 rows and DPEFormer's ablation rows; ``full`` (``make demo-full``) leaves out nothing.
 
 Why this shape: DVC re-runs a job when its params change. The train and evaluate jobs track their own
 ``experiments.<name>`` entry only, never the profile, so switching profiles runs the jobs the new profile
