@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+import sys
+from pathlib import Path
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
 import torch  # noqa: E402
 
-from occreid.engine import TrainConfig, TrainContext, build_optimizer, seed_everything  # noqa: E402
+from occreid.engine import seed_everything  # noqa: E402
 from occreid.methods import create_method  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.train_step_bench import median_step_seconds, random_batch  # noqa: E402
 
 ROWS = {  # row → (method, config overrides)
     "vit": ("vit", {}),
@@ -44,22 +47,10 @@ def time_steps(method_name: str, over: dict, backbone: dict, p: int, k: int, rep
     method = create_method(method_name, cfg, 2 * p, 2)
     if method_name == "dpeformer" and method.memory is not None:
         method.memory.initialize(torch.randn(2 * p, method.memory.bank.shape[1]), torch.arange(2 * p))
-    optimizers = {s.name: build_optimizer(s) for s in method.optimizers(TrainConfig(ids_per_batch=p, images_per_id=k))}
-    ctx = TrainContext(device=torch.device("cpu"), optimizers=optimizers)
-    method.train()
-    size = backbone["img_size"]
-    batch = {"image": torch.randn(p * k, 3, *size), "pid": torch.arange(p).repeat_interleave(k),
-             "camid": torch.arange(p * k) % 2}
-    two_views = method_name == "dpeformer" and method.cfg.augment.mode != "none"
-    if two_views:
-        batch["image_aug"] = torch.randn(p * k, 3, *size)
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        method.train_step(batch, ctx)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    batch = random_batch(p, k, backbone["img_size"])
+    if method_name == "dpeformer" and method.cfg.augment.mode != "none":  # the occluded view
+        batch["image_aug"] = torch.randn_like(batch["image"])
+    return median_step_seconds(method, batch, p, k, repeats, warmup)
 
 
 def main() -> None:

@@ -28,23 +28,28 @@ def time_steps(
     num_ids = 2 * p
     backbone_cfg = {"name": backbone, "img_size": list(size), "stride": stride}
     method = create_method("vit", {"backbone": backbone_cfg}, num_ids, 2)
-    cfg = TrainConfig(ids_per_batch=p, images_per_id=k)
-    optimizers = {s.name: build_optimizer(s) for s in method.optimizers(cfg)}
+    grid = method.backbone.grid
+    return median_step_seconds(method, random_batch(p, k, size), p, k, repeats, warmup), grid[0] * grid[1]
+
+
+def random_batch(p: int, k: int, size) -> dict:
+    """A P×K batch of random images (two cameras): the model's cost without any loading."""
+    return {"image": torch.randn(p * k, 3, *size), "pid": torch.arange(p).repeat_interleave(k),
+            "camid": torch.arange(p * k) % 2}
+
+
+def median_step_seconds(method, batch: dict, p: int, k: int, repeats: int, warmup: int) -> float:
+    """Median seconds of ``method.train_step`` on ``batch`` (its own optimisers, CPU) after ``warmup`` steps."""
+    optimizers = {s.name: build_optimizer(s) for s in method.optimizers(TrainConfig(ids_per_batch=p, images_per_id=k))}
     ctx = TrainContext(device=torch.device("cpu"), optimizers=optimizers)
     method.train()
-    batch = {
-        "image": torch.randn(p * k, 3, *size),
-        "pid": torch.arange(p).repeat_interleave(k),
-        "camid": torch.arange(p * k) % 2,
-    }
     times = []
     for i in range(warmup + repeats):
         start = time.perf_counter()
         method.train_step(batch, ctx)
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    grid = method.backbone.grid
-    return statistics.median(times), grid[0] * grid[1]
+    return statistics.median(times)
 
 
 def main() -> None:
