@@ -25,7 +25,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,22 +33,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ("stages", "occreid", "workflow", "Snakefile", "params.yaml", ".dvcignore", "environment.yml", "pyproject.toml")
+sys.path.insert(0, str(ROOT))
+
+from tests.dag_fixtures import project_copy  # noqa: E402  (the pipeline files, as a clean clone has them)
+
 RUNNING = re.compile(r"Running stage '([^']+)'")
 LOG_NAME = "demo_bench.log"
-
-
-def project_copy(dest: Path) -> Path:
-    """The pipeline files of this checkout in ``dest`` (what a clean clone has), as a DVC project."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
-        elif src.is_file():
-            shutil.copy(src, dest / name)
-    return dest
 
 
 def run_demo(workdir: Path, profile: str) -> tuple[list[tuple[float, str]], float]:
@@ -194,7 +183,7 @@ def main() -> None:
         else:
             tmp = tempfile.TemporaryDirectory(prefix="occreid-demo-")
             workdir = Path(tmp.name)
-        project_copy(workdir)
+        project_copy(workdir, change=None)
         print(f"run {i + 1}/{args.repeats}: profile {args.profile} in {workdir}", flush=True)
         lines, wall = run_demo(workdir, args.profile)
         runs.append(collect(lines, wall, workdir))

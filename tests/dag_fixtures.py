@@ -60,7 +60,8 @@ def tiny_needs_occluders() -> bool:
 
 
 def project_copy(dest: Path, change=tiny) -> Path:
-    """Copy the project's pipeline files to ``dest``, apply ``change`` to params.yaml, re-render dvc.yaml."""
+    """Copy the project's pipeline files to ``dest``, apply ``change`` to params.yaml, re-render dvc.yaml.
+    ``change=None``: params.yaml as committed (comments kept), what a clean clone has."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     dest.mkdir(parents=True, exist_ok=True)
     for name in COPY:
@@ -69,8 +70,9 @@ def project_copy(dest: Path, change=tiny) -> Path:
             shutil.copytree(src, dest / name, ignore=ignore)
         else:
             shutil.copy(src, dest / name)
-    params = change(read_yaml(ROOT / "params.yaml"))
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if change is not None:
+        params = change(read_yaml(ROOT / "params.yaml"))
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     render_dvc.write(dest)
     return dest
 

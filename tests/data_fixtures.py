@@ -196,3 +196,24 @@ def toy_person_records(root: Path, num_ids: int, per_id: int, height: int, width
             Image.fromarray(img).save(path)
             out.append(Record(str(path), pid, j % 2))
     return out
+
+
+def noise_records(root: Path, num_ids: int, per_id: int, height: int, width: int, *, seed: int,
+                  suffix: str = ".png") -> list:
+    """``num_ids`` × ``per_id`` images of uniform noise (cameras alternate 0, 1) named ``<pid>_<j><suffix>``
+    under ``root`` (JPEGs at quality 90): for loader tests, where only the pixels' path through the pipeline
+    matters. Seeded: the same arguments give the same files."""
+    import numpy as np
+
+    from occreid.data.records import Record
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for pid in range(num_ids):
+        for j in range(per_id):
+            path = root / f"{pid}_{j}{suffix}"
+            image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            image.save(path, **({"quality": 90} if suffix == ".jpg" else {}))
+            out.append(Record(str(path), pid, j % 2))
+    return out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from data_fixtures import noise_records
 from occreid.data.loader import ImageDataset, build_test_loader, build_train_loader
 from occreid.data.records import Record
 from occreid.data.transforms import TransformConfig, build_test_transform, build_train_transform
@@ -16,15 +16,7 @@ from occreid.errors import OccreidError
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> list[Record]:
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(1)
-    out = []
-    for pid in range(4):
-        for j in range(3):
-            path = root / f"{pid}_{j}.png"
-            Image.fromarray(rng.integers(0, 256, (32, 16, 3), dtype=np.uint8)).save(path)
-            out.append(Record(str(path), pid, j % 2))
-    return out
+    return noise_records(tmp_path_factory.mktemp("imgs"), 4, 3, 32, 16, seed=1)
 
 
 def test_items_and_test_loader_order(records):

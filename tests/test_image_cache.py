@@ -30,6 +30,7 @@ from occreid.models.factory import BackboneConfig
 from occreid.saliency import SaliencyConfig, compute_saliency
 from occreid.saliency.config import ClassicalConfig
 from occreid.saliency.store import load_rgb
+from data_fixtures import noise_records
 from saliency_fixtures import build_person_dataset
 from stages.params import from_dict
 
@@ -39,15 +40,7 @@ H, W = 32, 16
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> list[Record]:
     """4 ids × 4 JPEGs at twice the training size (so the training resize is real work)."""
-    root = tmp_path_factory.mktemp("cache")
-    rng = np.random.default_rng(3)
-    out = []
-    for pid in range(4):
-        for j in range(4):
-            path = root / f"{pid}_{j}.jpg"
-            Image.fromarray(rng.integers(0, 256, (2 * H, 2 * W, 3), dtype=np.uint8)).save(path, quality=90)
-            out.append(Record(str(path), pid, j % 2))
-    return out
+    return noise_records(tmp_path_factory.mktemp("cache"), 4, 4, 2 * H, 2 * W, seed=3, suffix=".jpg")
 
 
 def per_image(cfg: TransformConfig, images: list[Image.Image], seed: int) -> tuple[torch.Tensor, tuple]:
