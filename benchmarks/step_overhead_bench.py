@@ -60,19 +60,11 @@ def build(experiment: str, params_path: str):
 
 def bare_step(method, cfg, records, repeats: int, warmup: int) -> tuple[float, int]:
     """Median seconds of train_step on the loader's first batch, and that batch's size."""
-    from occreid.data.loader import build_train_loader
-    from occreid.data.transforms import build_train_transform
     from occreid.engine import TrainContext, build_optimizer
+    from occreid.engine.loop import method_train_loader
 
     method.before_training(records, cfg)  # as fit does (e.g. DPEFormer's memory bank)
-    transform = build_train_transform(cfg.transforms)
-    custom = method.train_data(records, transform, cfg, cfg.seed)
-    if custom is None:
-        loader, sampler, _ = build_train_loader(records, transform, ids_per_batch=cfg.ids_per_batch,
-                                                images_per_id=cfg.images_per_id, seed=cfg.seed)
-    else:
-        dataset, sampler = custom
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler)
+    loader, sampler, _ = method_train_loader(method, records, cfg)
     sampler.set_epoch(1)
     batch = next(iter(loader))
     optimizers = {s.name: build_optimizer(s) for s in method.optimizers(cfg)}

@@ -95,10 +95,12 @@ def _resume_state(ckpt_dir: Path, fingerprint: str, group: ddp.Distributed) -> d
     return state
 
 
-def _train_loader(method: ReIDMethod, records: list[Record], cfg: TrainConfig, *, pin_memory: bool, shard):
-    """(loader, sampler, worker-seed generator): the method's own dataset and batch sampler when it supplies
-    them (:meth:`~occreid.methods.base.ReIDMethod.train_data`), else the P×K loader over ``ImageDataset``;
-    ``shard`` wraps the batch sampler (this process's share of each batch, resumable mid-epoch)."""
+def method_train_loader(method: ReIDMethod, records: list[Record], cfg: TrainConfig, *, pin_memory: bool = False,
+                        shard=None):
+    """(loader, sampler, worker-seed generator) as :func:`fit` trains with: the method's own dataset and batch
+    sampler when it supplies them (:meth:`~occreid.methods.base.ReIDMethod.train_data`), else the P×K loader
+    over ``ImageDataset``; ``shard`` wraps the batch sampler (this process's share of each batch, resumable
+    mid-epoch; None: the whole batch)."""
     transform = build_train_transform(cfg.transforms)
     custom = method.train_data(records, transform, cfg, cfg.seed)
     if custom is None:
@@ -107,8 +109,8 @@ def _train_loader(method: ReIDMethod, records: list[Record], cfg: TrainConfig, *
             seed=cfg.seed, num_workers=cfg.num_workers, pin_memory=pin_memory, shard=shard, options=cfg.loader,
         )
     dataset, sampler = custom
-    return train_dataloader(dataset, shard(sampler), seed=cfg.seed, num_workers=cfg.num_workers,
-                            pin_memory=pin_memory, options=cfg.loader)
+    return train_dataloader(dataset, shard(sampler) if shard is not None else sampler, seed=cfg.seed,
+                            num_workers=cfg.num_workers, pin_memory=pin_memory, options=cfg.loader)
 
 
 def fit(
@@ -146,8 +148,8 @@ def fit(
     group.broadcast_module(method)
     group.whole_batch_norm(method)
 
-    loader, sampler, loader_gen = _train_loader(method, records, cfg, pin_memory=device.type == "cuda",
-                                                shard=group.shard)
+    loader, sampler, loader_gen = method_train_loader(method, records, cfg, pin_memory=device.type == "cuda",
+                                                      shard=group.shard)
     specs = method.optimizers(cfg)
     if len({s.name for s in specs}) != len(specs):
         raise ValueError(f"optimizer names must be unique: {[s.name for s in specs]}")
